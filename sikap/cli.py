@@ -1,0 +1,234 @@
+"""The `sikap` command line: thin typer commands over plain functions.
+
+Heavy imports (torch, transformers) happen inside commands so ``sikap --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sikap import __version__
+
+app = typer.Typer(
+    help="Fine-tune IndoBERT-family encoders on labeled Indonesian news and batch-classify topics and "
+    "stance toward actors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _mount_subapps() -> None:
+    from sikap.cli_backbone import app as backbone_app
+    from sikap.cli_data import app as data_app
+
+    app.add_typer(backbone_app, name="backbone", help="Build and inspect the offline pretrained backbone.")
+    app.add_typer(data_app, name="data", help="Import public Indonesian datasets as sikap records.")
+
+
+class OutputFormat(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def fail(message: str, code: int = 1):
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"sikap {__version__}")
+        raise typer.Exit()
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML training config.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Dotted override applied before validation, e.g. train.epochs=2 (repeatable)."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Fine-tune a model from CONFIG and save a self-contained model directory."""
+    from sikap.config import ConfigError, load_config
+    from sikap.training.data import DataError
+
+    try:
+        cfg = load_config(config, set_)
+    except ConfigError as e:
+        fail(str(e))
+    from sikap.training.trainer import train as run_train
+
+    try:
+        result = run_train(cfg, resume=resume, progress=progress, log=lambda m: console.print(escape(m)))
+    except (DataError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(metrics_table(result.dev_metrics, title=f"dev scores ({result.n_dev} records)"))
+    console.print(
+        f"trained {result.steps} steps on {result.n_train} records in {result.train_seconds:.0f} s; "
+        f"model saved to [bold]{escape(str(result.output_dir))}[/bold]"
+    )
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")],
+    data: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Labeled records (JSONL, CSV, Parquet).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and report.md [default: MODEL_DIR/eval].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
+    precision: Annotated[PrecisionChoice, typer.Option(help="Inference precision.")] = PrecisionChoice.auto,
+) -> None:
+    """Score MODEL_DIR on labeled DATA: per-label tables, macro/micro F1, F_avg, confusion matrices."""
+    from sikap.modeldir import ModelDirError
+    from sikap.training.data import DataError
+    from sikap.training.evaluate import evaluate_model_dir
+
+    try:
+        metrics = evaluate_model_dir(model_dir, data, out, batch_size=batch_size, precision=precision.value)
+    except (ModelDirError, DataError) as e:
+        fail(str(e))
+    console.print(metrics_table(metrics, title=f"{data} ({metrics['data']['records']} records)"))
+    console.print(f"wrote {escape(str(out or model_dir / 'eval'))}/metrics.json and report.md")
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    """Per-label rows for topics and stance classes, plus headline scores."""
+    table = Table(title=title)
+    for col in ("task", "label", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col in ("task", "label") else "right")
+    if "topics" in metrics:
+        t = metrics["topics"]
+        for name, v in t["per_label"].items():
+            table.add_row("topic", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+        table.add_row("topic", "[b]macro / micro F1[/b]", "", "", f"{t['macro_f1']:.3f} / {t['micro_f1']:.3f}", str(t["n"]))
+    if "stance" in metrics:
+        s = metrics["stance"]
+        for name, v in s["per_class"].items():
+            table.add_row("stance", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+        for actor, v in s["per_actor"].items():
+            table.add_row("stance", f"{actor} macro-F1", "", "", f"{v['macro_f1']:.3f}", str(v["n"]))
+        fa = f" (F_avg {s['f_avg']:.3f})" if "f_avg" in s else ""
+        table.add_row("stance", f"[b]macro-F1{fa}[/b]", "", "", f"{s['macro_f1']:.3f}", str(s["n"]))
+    return table
+
+
+# ---------------------------------------------------------------- classify
+
+
+@app.command()
+def classify(
+    model_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")],
+    inputs: Annotated[Path, typer.Argument(exists=True, help="A folder (searched recursively) or one file of articles.")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Output file.")] = Path("predictions.jsonl"),
+    fmt: Annotated[OutputFormat | None, typer.Option("--format", help="Output format [default: from the suffix].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Complete an interrupted OUTPUT without duplicates.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
+    batch_articles: Annotated[int, typer.Option(min=1, help="Articles per written batch.")] = 32,
+    precision: Annotated[PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it.")] = PrecisionChoice.auto,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch [default: torch's choice].")] = None,
+    text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
+    title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
+    max_bytes: Annotated[int, typer.Option(min=1, help="Read at most this many bytes per file (flagged).")] = 5_000_000,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow a pickle checkpoint (unsafe).")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
+    import torch
+
+    from sikap.inference.classify import OutputExistsError, classify_folder
+    from sikap.inference.predict import Predictor
+    from sikap.modeldir import ModelDirError, load_model_dir
+
+    if resume and overwrite:
+        fail("--resume and --overwrite exclude each other")
+    if threads:
+        torch.set_num_threads(threads)
+    fmt = fmt or (OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.jsonl)
+    try:
+        loaded = load_model_dir(model_dir, allow_pickle=allow_pickle)
+    except ModelDirError as e:
+        fail(str(e))
+    predictor = Predictor(loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision.value)
+    reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
+    try:
+        summary = _run_with_progress(
+            progress,
+            lambda tick: classify_folder(predictor, inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite,
+                                         batch_articles=batch_articles, reader_options=reader_options,
+                                         on_progress=tick),
+        )
+    except OutputExistsError as e:
+        fail(str(e))
+    skipped = sum(summary.skipped.values())
+    skipped_txt = f", {skipped} non-article files skipped ({_fmt_counts(summary.skipped)})" if skipped else ""
+    resumed = f", {summary.resumed} already done" if summary.resumed else ""
+    console.print(
+        f"{summary.articles} articles ({summary.predicted} classified, {summary.errors} errors{resumed}){skipped_txt} "
+        f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, precision {predictor.precision}); "
+        f"predictions in [bold]{escape(str(output))}[/bold]"
+    )
+
+
+def _run_with_progress(enabled: bool, fn):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = [SpinnerColumn(), TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, disable=not enabled or not sys.stderr.isatty()) as bar:
+        task = bar.add_task("classify", total=None)
+        return fn(lambda n: bar.advance(task, n))
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k or '(none)'}: {v}" for k, v in sorted(counts.items()))
+
+
+# ---------------------------------------------------------------- config
+
+
+@app.command("check-config")
+def check_config(
+    config: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML training config.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override (repeatable).")] = None,
+) -> None:
+    """Validate CONFIG (with overrides) and print the resolved config as JSON."""
+    from sikap.config import ConfigError, config_to_dict, load_config
+
+    try:
+        cfg = load_config(config, set_)
+    except ConfigError as e:
+        fail(str(e))
+    console.print_json(json.dumps(config_to_dict(cfg)))
+
+
+_mount_subapps()

@@ -1,0 +1,142 @@
+"""The sikap model: any ``AutoModel`` encoder plus a topic head and an actor-conditioned stance head.
+
+Windows are encoded independently; window logits are aggregated per article (topics) and
+per article x actor (stance). A record may carry only some labels: losses are masked.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sikap.aggregate import aggregate
+
+IGNORE = -100
+
+
+class SikapModel(nn.Module):
+    """Encoder + heads.
+
+    Args:
+        encoder: a transformers encoder (``AutoModel``) returning ``last_hidden_state``.
+        n_topics: topic labels (0 = no topic task).
+        n_actors, n_classes: stance actors and classes (0 = no stance task).
+        topic_multi_label: sigmoid per topic (True) or softmax over topics (False).
+        topic_agg, stance_agg: "max" or "mean" (already resolved from "auto").
+        pooling: "mean" (masked mean of the last layer) or "cls".
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        *,
+        n_topics: int,
+        n_actors: int,
+        n_classes: int,
+        topic_multi_label: bool,
+        topic_agg: str,
+        stance_agg: str,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.n_topics, self.n_actors, self.n_classes = n_topics, n_actors, n_classes
+        self.topic_multi_label = topic_multi_label
+        self.topic_agg, self.stance_agg, self.pooling = topic_agg, stance_agg, pooling
+        self.dropout = nn.Dropout(dropout)
+        self.topic_head = nn.Linear(hidden, n_topics) if n_topics else None
+        self.stance_head = nn.Linear(hidden, n_classes) if n_actors else None
+        # loss weights: set by the trainer from training-label frequencies; not saved with the model
+        self.register_buffer("topic_weight", torch.ones(max(n_topics, 1)), persistent=False)
+        self.register_buffer("stance_weight", torch.ones(max(n_classes, 1)), persistent=False)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        """(n, L) token ids -> (n, hidden) window vectors."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if getattr(self.encoder.config, "type_vocab_size", 0) > 1:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state  # (n, L, hidden)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (n, L, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def topic_window_logits(self, ids, mask, types) -> torch.Tensor:
+        """(n_windows, n_topics)."""
+        return self.topic_head(self.dropout(self.pool(ids, mask, types)))
+
+    def stance_window_logits(self, ids, mask, types) -> torch.Tensor:
+        """(n_windows, n_classes)."""
+        return self.stance_head(self.dropout(self.pool(ids, mask, types)))
+
+    def forward(
+        self,
+        articles: torch.Tensor,
+        topic_input_ids: torch.Tensor | None = None,
+        topic_attention_mask: torch.Tensor | None = None,
+        topic_token_type_ids: torch.Tensor | None = None,
+        topic_index: torch.Tensor | None = None,
+        stance_input_ids: torch.Tensor | None = None,
+        stance_attention_mask: torch.Tensor | None = None,
+        stance_token_type_ids: torch.Tensor | None = None,
+        stance_index: torch.Tensor | None = None,
+        topic_labels: torch.Tensor | None = None,
+        stance_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Article-level logits and, given labels, the masked multi-task loss.
+
+        ``articles`` is (B,) just to carry the batch size; ``topic_index`` maps each topic
+        window to its article, ``stance_index`` each stance window to ``article * n_actors + actor``.
+        Labels: ``topic_labels`` (B, n_topics) multi-hot, rows of -100 when unlabeled;
+        ``stance_labels`` (B, n_actors) class ids, -100 when unlabeled.
+        """
+        b = articles.shape[0]
+        out: dict[str, torch.Tensor] = {}
+        loss = None
+        if self.topic_head is not None:
+            win = self.topic_window_logits(topic_input_ids, topic_attention_mask, topic_token_type_ids)
+            out["topic_logits"] = aggregate(win.float(), topic_index, b, self.topic_agg)  # (B, T)
+            if topic_labels is not None:
+                loss = _add(loss, self.topic_loss(out["topic_logits"], topic_labels))
+        if self.stance_head is not None:
+            a, c = self.n_actors, self.n_classes
+            n_win = 0 if stance_input_ids is None else stance_input_ids.shape[0]
+            if n_win:
+                win = self.stance_window_logits(stance_input_ids, stance_attention_mask, stance_token_type_ids)
+                flat = aggregate(win.float(), stance_index, b * a, self.stance_agg)
+                present = torch.zeros(b * a, dtype=torch.bool, device=flat.device)
+                present[stance_index] = True
+            else:  # no actor mentioned anywhere in the batch
+                flat = articles.new_zeros((b * a, c), dtype=torch.float)
+                present = torch.zeros(b * a, dtype=torch.bool, device=articles.device)
+            out["stance_logits"] = flat.view(b, a, c)
+            out["stance_mask"] = present.view(b, a)
+            if stance_labels is not None:
+                loss = _add(loss, self.stance_loss(flat, present, stance_labels.view(-1)))
+        if loss is not None:
+            out = {"loss": loss, **out}
+        return out
+
+    def topic_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """BCE (multi-label, ``topic_weight`` as pos_weight) or CE (single-label); unlabeled rows masked."""
+        labeled = labels[:, 0] != IGNORE  # (B,)
+        if not labeled.any():
+            return logits.sum() * 0.0
+        logits, labels = logits[labeled], labels[labeled].float()
+        if self.topic_multi_label:
+            return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.topic_weight)
+        return F.cross_entropy(logits, labels.argmax(-1), weight=self.topic_weight)
+
+    def stance_loss(self, logits: torch.Tensor, present: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE over (article, actor) pairs that are labeled and mentioned; the rest is masked."""
+        use = present & (labels != IGNORE)
+        if not use.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[use], labels[use], weight=self.stance_weight)
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else a + b

@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny random BERT with a tokenizer trained on the fly, and synthetic records.
+
+Everything is offline: no hub access, a model with hidden size 32 and two layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOPIC_WORDS = {
+    "ekonomi": ["inflasi", "rupiah", "ekspor", "investasi", "pasar"],
+    "olahraga": ["sepak", "bola", "pertandingan", "gol", "pelatih"],
+    "pemilu": ["kampanye", "suara", "kandidat", "pemilih", "partai"],
+}
+FILLER = "ini adalah berita tentang hari yang biasa di kota kami dengan banyak orang dan kegiatan".split()
+STANCE_WORDS = {"favor": ["mendukung", "memuji"], "against": ["mengecam", "menolak"], "neutral": ["melaporkan", "mencatat"]}
+ACTORS = {"NATO": ["NATO", "aliansi"], "Rusia": ["Rusia", "Moskow"]}
+
+
+def synthetic_records(n: int, seed: int = 0, long_every: int = 0) -> list[dict]:
+    """Records whose topic is signalled by keywords and stance by a verb next to the actor's name."""
+    rng = random.Random(seed)
+    topics = list(TOPIC_WORDS)
+    out = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(8, 20))]
+        words += [rng.choice(TOPIC_WORDS[topic]) for _ in range(3)]
+        stances = {}
+        for actor, aliases in ACTORS.items():
+            if rng.random() < 0.7:
+                label = rng.choice(list(STANCE_WORDS))
+                words += ["media", rng.choice(STANCE_WORDS[label]), rng.choice(aliases)]
+                stances[actor] = label
+        if long_every and i % long_every == 0:
+            words += [rng.choice(FILLER) for _ in range(150)]
+        rng.shuffle(words[:8])
+        out.append({"id": f"r{i}", "title": f"judul {i}", "text": " ".join(words), "topics": [topic], "stances": stances})
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def build_tiny_backbone(out: Path) -> Path:
+    """A random BertModel (hidden 32, 2 layers) and a WordPiece tokenizer trained on synthetic text."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    corpus = [r["title"] + " " + r["text"] for r in synthetic_records(300, seed=1)]
+    corpus += ["Amerika Serikat Ukraina Kyiv Washington berita artikel judul teks"] * 5
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=128,
+    )
+    fast.save_pretrained(out)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128, type_vocab_size=2)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def tiny_config_dict(backbone: Path, train: Path, dev: Path | None, out: Path, **train_overrides) -> dict:
+    """A config dict for the synthetic task on the tiny backbone."""
+    data = {"train": str(train)}
+    if dev is not None:
+        data["dev"] = str(dev)
+    return {
+        "model": {"backbone": str(backbone), "max_length": 64, "stride": 16, "max_chunks": 4},
+        "labels": {
+            "topics": {"multi_label": False, "names": list(TOPIC_WORDS)},
+            "stance": {"actors": [{"name": a, "aliases": al} for a, al in ACTORS.items()]},
+        },
+        "data": data,
+        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 7, "patience": 0,
+                  "precision": "fp32", **train_overrides},
+        "output_dir": str(out),
+    }

@@ -1,0 +1,288 @@
+"""`sikap train`: setup -> fit (transformers Trainer) -> evaluate on dev -> save a model directory.
+
+The transformers ``Trainer`` runs the loop, checkpoints, ``--resume``, early stopping and
+bf16 autocast; sikap adds a collator that flattens article windows, a masked multi-task
+loss inside the model, and dev scoring through the same Predictor that `classify` uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sikap.config import Config, config_to_dict
+from sikap.modeldir import (
+    build_model,
+    feature_builder,
+    load_tokenizer,
+    meta_from_config,
+    resolve_backbone_spec,
+    save_model_dir,
+)
+from sikap.model import IGNORE, SikapModel
+from sikap.text import article_text
+from sikap.training.data import Record, fingerprint, load_records, split_train_dev
+from sikap.training.dataset import ArticleCollator, class_weights, encode_records, topic_pos_weight
+from sikap.training.evaluate import score_arrays, score_predictions
+from sikap.training.metrics import tune_thresholds
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    dev_metrics: dict
+    train_seconds: float
+    steps: int
+    n_train: int
+    n_dev: int
+
+
+# ---------------------------------------------------------------- setup
+
+
+def load_splits(cfg: Config) -> tuple[list[Record], list[Record], dict]:
+    """Train and dev records (dev split off train when not given) and data fingerprints."""
+    train = load_records(cfg.data.train, cfg)
+    info = {"train": fingerprint(cfg.data.train)}
+    if cfg.data.dev is not None:
+        dev = load_records(cfg.data.dev, cfg)
+        info["dev"] = fingerprint(cfg.data.dev)
+    else:
+        train, dev = split_train_dev(train, cfg)
+        info["dev"] = {"split_of": "train", "fraction": cfg.data.dev_fraction, "seed": cfg.train.seed}
+    info["train"]["records"], info["dev"]["records"] = len(train), len(dev)
+    return train, dev, info
+
+
+def set_loss_weights(model: SikapModel, records: Sequence[Record], meta: dict, cfg: Config) -> None:
+    """Class weights from training-label frequencies (the config can turn them off)."""
+    if not cfg.train.class_weights:
+        return
+    topics, stance = meta.get("topics"), meta.get("stance")
+    if topics:
+        names = topics["names"]
+        y = np.array([[float(n in r.topics) for n in names] for r in records if r.topics is not None])
+        if len(y):
+            if topics["multi_label"]:
+                model.topic_weight = topic_pos_weight(y)
+            else:
+                model.topic_weight = class_weights(Counter(np.array(names)[y.argmax(1)]), names)
+    if stance:
+        counts = Counter(v for r in records for v in r.stances.values())
+        model.stance_weight = class_weights(counts, stance["classes"])
+
+
+def build_optimizer(model: SikapModel, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW with no decay on biases/LayerNorm and an optional separate learning rate for the heads."""
+    t = cfg.train
+    head_lr = t.head_learning_rate or t.learning_rate
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = not name.startswith("encoder.")
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((is_head, no_decay), []).append(p)
+    params = [
+        {"params": ps, "lr": head_lr if is_head else t.learning_rate, "weight_decay": 0.0 if nd else t.weight_decay}
+        for (is_head, nd), ps in groups.items()
+    ]
+    return torch.optim.AdamW(params, lr=t.learning_rate)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def make_compute_metrics(meta: dict):
+    """Trainer metrics: decisions at 0.5 (thresholds are tuned only after training)."""
+    topics, stance = meta.get("topics"), meta.get("stance")
+
+    def compute(pred) -> dict:
+        outs = list(pred.predictions) if isinstance(pred.predictions, tuple) else [pred.predictions]
+        labels = list(pred.label_ids) if isinstance(pred.label_ids, tuple) else [pred.label_ids]
+        y_topics = topic_pred = None
+        gold, guess = [], []
+        if topics:
+            logits, y_topics = outs.pop(0), labels.pop(0)
+            t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+            if topics["multi_label"]:
+                topic_pred = (torch.sigmoid(t) >= 0.5).float().numpy()
+            else:
+                topic_pred = np.eye(len(topics["names"]))[t.argmax(-1).numpy()]
+        if stance:
+            logits, mask, y = outs.pop(0), outs.pop(0), labels.pop(0)
+            classes = stance["classes"]
+            guess = [[classes[int(np.argmax(l))] if m else "not_mentioned" for l, m in zip(lr, mr, strict=True)]
+                     for lr, mr in zip(logits, mask, strict=True)]
+            gold = [[classes[int(v)] if v != IGNORE else None for v in row] for row in y]
+        m = score_arrays(meta, y_topics, topic_pred, gold, guess)
+        flat = {"score": m["score"]}
+        for k in ("topics", "stance"):
+            if k in m:
+                flat[f"{k}_macro_f1"] = m[k]["macro_f1"]
+        return flat
+
+    return compute
+
+
+def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, progress: bool):
+    """A transformers Trainer wired for sikap's article batches."""
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    from sikap.inference.predict import resolve_precision
+
+    t = cfg.train
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    strategy = "steps" if t.eval_steps else "epoch"
+    label_names = (["topic_labels"] if meta.get("topics") else []) + (["stance_labels"] if meta.get("stance") else [])
+    args = TrainingArguments(
+        output_dir=str(cfg.output_dir / CHECKPOINTS),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=resolve_precision(t.precision.value, device) == "bf16",
+        use_cpu=device == "cpu",
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=t.eval_steps,
+        save_steps=t.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        logging_steps=max(1, t.eval_steps or 10),
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=label_names,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=t.patience)] if t.patience else []
+    n_topics = len(meta["topics"]["names"]) if meta.get("topics") else 0
+    n_actors = len(meta["stance"]["actors"]) if meta.get("stance") else 0
+    return Trainer(
+        model=model,
+        args=args,
+        data_collator=ArticleCollator(pad_id, n_topics, n_actors),
+        train_dataset=train_ex,
+        eval_dataset=dev_ex,
+        compute_metrics=make_compute_metrics(meta),
+        callbacks=callbacks,
+        optimizers=(build_optimizer(model, cfg), None),
+    )
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def predict_records(predictor, records: Sequence[Record], *, chunk: int = 32, progress: bool = False):
+    """Predictor outputs for records, in order, with an optional progress bar."""
+    from rich.progress import Progress
+
+    preds = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("predicting", total=len(records))
+        for s in range(0, len(records), chunk):
+            part = records[s : s + chunk]
+            preds += predictor.predict([article_text(r.title, r.text) for r in part])
+            bar.advance(task, len(part))
+    return preds
+
+
+def tune_and_score(model: SikapModel, builder, meta: dict, dev: Sequence[Record], precision: str) -> tuple[dict, dict]:
+    """Dev metrics through the inference path; per-topic thresholds tuned on dev for multi-label topics."""
+    from sikap.inference.predict import Predictor
+    from sikap.training.dataset import label_arrays
+
+    model.eval()
+    predictor = Predictor(model, builder, meta, precision=precision)
+    preds = predict_records(predictor, dev)
+    topics = meta.get("topics")
+    thresholds = None
+    if topics and topics["multi_label"]:
+        y, _ = label_arrays(dev, meta)
+        labeled = y[:, 0] != IGNORE
+        probs = np.array([p.topic_probs for p in preds])
+        if labeled.any():
+            values = tune_thresholds(probs[labeled], y[labeled])
+            thresholds = dict(zip(topics["names"], values, strict=True))
+            meta = {**meta, "topics": {**topics, "thresholds": thresholds}}
+            predictor = Predictor(model, builder, meta, precision=precision)
+            for p in preds:
+                p.topics = predictor.decide_topics(p.topic_probs)
+    return score_predictions(meta, dev, preds), meta
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
+    """Fine-tune according to ``cfg`` and save a self-contained model directory in ``cfg.output_dir``."""
+    from transformers import AutoModel, set_seed
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    train_recs, dev_recs, data_info = load_splits(cfg)
+    log(f"data: {len(train_recs)} train, {len(dev_recs)} dev records")
+    backbone = resolve_backbone_spec(cfg.model.backbone)
+    tokenizer = load_tokenizer(backbone)
+    meta = meta_from_config(cfg)
+    builder = feature_builder(tokenizer, meta)
+    model = build_model(AutoModel.from_pretrained(backbone, trust_remote_code=False), meta)
+    set_loss_weights(model, train_recs, meta, cfg)
+    if cfg.model.freeze_word_embeddings:
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    train_ex = encode_records(train_recs, builder, meta)
+    dev_ex = encode_records(dev_recs, builder, meta)
+    _warn_unmentioned(train_ex, log)
+
+    trainer = make_trainer(cfg, model, meta, train_ex, dev_ex, tokenizer.pad_token_id or 0, progress)
+    checkpoint = _resume_point(cfg) if resume else None
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+
+    precision = "bf16" if trainer.args.bf16 else "fp32"
+    dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision)
+    meta.update(config=config_to_dict(cfg), data=data_info, dev_metrics=dev_metrics,
+                training={"seconds": round(seconds, 1), "steps": out.global_step, "precision": precision,
+                          "best_checkpoint": trainer.state.best_model_checkpoint})
+    save_model_dir(trainer.model, tokenizer, meta, cfg.output_dir, dtype=cfg.model.save_dtype)
+    if not cfg.train.keep_checkpoints:
+        shutil.rmtree(cfg.output_dir / CHECKPOINTS, ignore_errors=True)
+    return TrainResult(cfg.output_dir, dev_metrics, seconds, out.global_step, len(train_recs), len(dev_recs))
+
+
+def _resume_point(cfg: Config) -> str:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = cfg.output_dir / CHECKPOINTS
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}; start without --resume")
+    return last
+
+
+def _warn_unmentioned(examples, log) -> None:
+    """Stance labels for actors no alias matches cannot train the stance head: say how many."""
+    n = sum(1 for e in examples for k, v in enumerate(e.stance_labels) if v != IGNORE and k not in e.features.stance_windows)
+    if n:
+        log(f"note: {n} labeled article-actor pairs have no alias mention and are skipped for the stance loss; "
+            "add aliases to labels.stance.actors to use them")
