@@ -213,6 +213,31 @@ def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k or '(none)'}: {v}" for k, v in sorted(counts.items()))
 
 
+# ---------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training config.")] = Path("configs/demo.yaml"),
+    inputs: Annotated[Path, typer.Option(exists=True, help="Articles to classify.")] = Path("examples/unlabeled"),
+    output: Annotated[Path | None, typer.Option(help="[default: OUTPUT_DIR/predictions.jsonl]")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted config override (repeatable).")] = None,
+) -> None:
+    """The main job in one go: train CONFIG, score its test set, classify INPUTS, print where results are."""
+    from sikap.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_)
+    except ConfigError as e:
+        fail(str(e))
+    train(config, set_, resume=False, progress=True)
+    if cfg.data.test is not None and cfg.data.test.is_file():
+        evaluate(cfg.output_dir, cfg.data.test, None, 16, PrecisionChoice.auto)
+    output = output or cfg.output_dir / "predictions.jsonl"
+    classify(cfg.output_dir, inputs, output, None, False, True, 16, 32, PrecisionChoice.auto, None,
+             "text", "title", 5_000_000, False, True)
+
+
 # ---------------------------------------------------------------- config
 
 
