@@ -16,7 +16,7 @@ import torch
 
 from sikap.aggregate import aggregate
 from sikap.config import NOT_MENTIONED
-from sikap.features import FeatureBuilder, pad_windows
+from sikap.features import FeatureBuilder, index_features, pad_windows, position_mask
 from sikap.model import SikapModel
 
 
@@ -87,44 +87,48 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, texts: Sequence[str]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, list]:
-        """Raw article logits: topics (B, T), stance (B, A, C), stance mask (B, A), features."""
+        """Raw article logits: topics (B, T), stance (B, A, C), stance mask (B, A), and the features."""
         feats = self.builder.encode(texts)
-        # (kind, group, window): kind 0 = topic window of article b, 1 = stance window of b * A + actor
-        items: list[tuple[int, int, tuple]] = []
         n_act = len(self.actors)
-        for b, f in enumerate(feats):
-            items += [(0, b, w) for w in f.topic_windows]
-            for k, wins in f.stance_windows.items():
-                items += [(1, b * n_act + k, w) for w in wins]
-        vecs = self._encode_sorted([w for _, _, w in items])  # (n_items, hidden)
-        kinds = torch.tensor([k for k, _, _ in items], dtype=torch.long)
-        groups = torch.tensor([g for _, g, _ in items], dtype=torch.long)
-        b = len(texts)
+        ix = index_features(feats, n_act)
+        t_logits, s_logits = self._item_logits(ix)
+        b, m = len(texts), self.model
         topic = stance = None
         mask = torch.zeros((b, n_act), dtype=torch.bool)
-        m = self.model
         if m.topic_head is not None:
-            sel = kinds == 0
-            topic = aggregate(m.topic_head(vecs[sel]).float(), groups[sel], b, m.topic_agg)
+            topic = aggregate(t_logits, torch.tensor(ix.topic_group, dtype=torch.long), b, m.topic_agg)
         if m.stance_head is not None:
-            sel = kinds == 1
-            flat = aggregate(m.stance_head(vecs[sel]).float(), groups[sel], b * n_act, m.stance_agg)
-            stance = flat.view(b, n_act, -1)
-            mask.view(-1)[groups[sel]] = True
+            groups = torch.tensor(ix.stance_group, dtype=torch.long)
+            stance = aggregate(s_logits, groups, b * n_act, m.stance_agg).view(b, n_act, -1)
+            mask.view(-1)[groups] = True
         return topic, stance, mask, feats
 
-    def _encode_sorted(self, windows: list[tuple]) -> torch.Tensor:
-        """Pooled vectors for windows, computed in length-sorted batches, returned in input order."""
-        hidden = self.model.encoder.config.hidden_size
-        out = torch.zeros((len(windows), hidden))
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i][0]))
+    def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor]:
+        """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches."""
+        m = self.model
+        t_out = torch.zeros((len(ix.topic_win), max(m.n_topics, 1)))
+        s_out = torch.zeros((len(ix.stance_win), max(m.n_classes, 1)))
+        t_by_win, s_by_win = _by_window(ix.topic_win), _by_window(ix.stance_win)
+        order = sorted(range(len(ix.windows)), key=lambda i: len(ix.windows[i][0]))
         for s in range(0, len(order), self.batch_size):
             idx = order[s : s + self.batch_size]
-            batch = {k: v.to(self.device) for k, v in pad_windows([windows[i] for i in idx], self.pad_id).items()}
+            local = {g: j for j, g in enumerate(idx)}
+            batch = pad_windows([ix.windows[i] for i in idx], self.pad_id)
             with self.autocast():
-                vec = self.model.pool(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            out[idx] = vec.float().cpu()
-        return out
+                hidden, pooled = m.encode(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")))
+                ti = [t for w in idx for t in t_by_win.get(w, ())]
+                if ti:
+                    sel = torch.tensor([local[ix.topic_win[t]] for t in ti], device=pooled.device)
+                    t_out[ti] = m.topic_item_logits(pooled[sel]).float().cpu()
+                si = [t for w in idx for t in s_by_win.get(w, ())]
+                if si:
+                    win = torch.tensor([local[ix.stance_win[t]] for t in si])
+                    pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
+                    actor = torch.tensor([ix.stance_actor[t] for t in si])
+                    logits = m.stance_item_logits(hidden, pooled, win.to(self.device), actor.to(self.device),
+                                                  pos.to(self.device))
+                    s_out[si] = logits.float().cpu()
+        return t_out, s_out
 
     def predict(self, texts: Sequence[str]) -> list[ArticlePrediction]:
         """Probabilities and labels per article."""
@@ -144,7 +148,7 @@ class Predictor:
                     stance_probs=sp,
                     stances=[self.classes[int(np.argmax(p))] if p is not None else NOT_MENTIONED for p in sp],
                     n_tokens=f.n_tokens,
-                    n_windows=len(f.topic_windows) + sum(len(w) for w in f.stance_windows.values()),
+                    n_windows=len(f.windows),
                 )
             )
         return out
@@ -159,3 +163,11 @@ class Predictor:
             return [self.topic_names[int(np.argmax(probs))]]
         th = self.thresholds if self.thresholds is not None else 0.5
         return [n for n, p, t in zip(self.topic_names, probs, np.broadcast_to(th, probs.shape), strict=True) if p >= t]
+
+
+def _by_window(wins: Sequence[int]) -> dict[int, list[int]]:
+    """window index -> the items that read it."""
+    out: dict[int, list[int]] = {}
+    for item, w in enumerate(wins):
+        out.setdefault(w, []).append(item)
+    return out

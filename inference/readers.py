@@ -84,7 +84,7 @@ class ArticleInput:
 class ScanStats:
     """Counts gathered while iterating; ``articles + errors`` is the number of records."""
 
-    files: int = 0  # article files opened or attempted (by extension)
+    files: int = 0  # article files the walk handed to a reader (broken links, loops: errors only)
     articles: int = 0  # records without an error
     errors: int = 0  # error records (files, lines, elements, directories, links)
     skipped: Counter = field(default_factory=Counter)  # extension ("" if none) -> count
@@ -188,12 +188,29 @@ _NEUTRAL_BLOCKS = {
 }
 
 
+_HIGH_RUN_RE = re.compile(rb"[\x80-\xff]+")
+
+
+def _high_bytes_in_runs(data: bytes) -> bool:
+    """True when most non-ASCII bytes sit next to another one, as in Cyrillic or CJK text.
+
+    cp1252 Indonesian has isolated high bytes (a curly quote by a letter, an "é"), and on
+    short samples the detector reads those as Cyrillic; so the detector is only asked
+    when at least 8 high bytes are present and 80% of them come in runs.
+    """
+    runs = [len(run) for run in _HIGH_RUN_RE.findall(data[:65536])]
+    total = sum(runs)
+    return total >= 8 and sum(n for n in runs if n > 1) >= 0.8 * total
+
+
 def _detect_non_latin(data: bytes) -> tuple[str, str] | None:
     """``(text, encoding)`` when charset-normalizer finds a non-Latin script, else None."""
+    if not _high_bytes_in_runs(data):
+        return None
     try:
         best = charset_normalizer.from_bytes(data).best()
-        if best is None:
-            return None
+        if best is None or b"sikap".decode(best.encoding, errors="replace") != "sikap":
+            return None  # not ASCII-compatible (UTF-16 without BOM, EBCDIC): not a plausible guess
         scripts = [a for a in best.alphabets if "Latin" not in a and a not in _NEUTRAL_BLOCKS]
         return (str(best), best.encoding) if scripts else None
     except Exception:  # the detector is a heuristic; a failure must not lose the article
@@ -287,7 +304,7 @@ def _split_title(text: str) -> tuple[str, str, list[str]]:
 
 
 # ---------------------------------------------------------------------------
-# Per-format readers: (data, context) -> records
+# Per-format readers: one file -> its records
 # ---------------------------------------------------------------------------
 
 
@@ -351,6 +368,10 @@ def _read_plain(file: _File, fmt: str, parse: Callable[[str], tuple[str, str, li
     text, encoding, warnings = decoded
     text, repair_warnings = repair_text(text)
     title, body, split_warnings = parse(text)
+    if not body.strip():  # only control characters, a stray BOM or bare markup, which cleaning removes
+        yield _error(file.rel, file.rel, "no text left after cleaning (only invisible characters or markup)",
+                     warnings=warnings, meta=file.meta(fmt, encoding=encoding))
+        return
     yield ArticleInput(file.rel, file.rel, None, title, body,
                        warnings=_dedupe(warnings + repair_warnings + split_warnings),
                        meta=file.meta(fmt, encoding=encoding))
@@ -549,8 +570,8 @@ def _read_jsonl(file: _File) -> Iterator[ArticleInput]:
     meta = file.meta("jsonl")
     records = 0
     number = 0
-    try:
-        with open(file.path, "rb") as handle:
+    with open(file.path, "rb") as handle:  # failing to open is a file-level error (see _read_found)
+        try:
             for number, line, too_long in _jsonl_lines(handle, file.max_bytes):
                 records += 1
                 rid = f"{file.rel}:{number}"
@@ -559,10 +580,10 @@ def _read_jsonl(file: _File) -> Iterator[ArticleInput]:
                     yield _error(rid, file.rel, reason, line=number, meta={**meta, "truncated": True})
                 else:
                     yield _jsonl_record(line, rid, file, number, meta)
-    except OSError as exc:  # a read failing mid-file; the lines before it were yielded
-        records += 1
-        yield _error(f"{file.rel}:{number + 1}", file.rel, f"read failed at line {number + 1}: {exc}",
-                     line=number + 1, meta=meta)
+        except OSError as exc:  # a read failing mid-file: the lines before it were yielded
+            records += 1
+            reason = f"read failed after line {number}: {exc.strerror or exc}; the rest was not read"
+            yield _error(f"{file.rel}:{number + 1}", file.rel, reason, line=number + 1, meta=meta)
     if not records:
         yield _error(file.rel, file.rel, "empty file (no non-blank lines)", meta=meta)
 
@@ -575,23 +596,24 @@ def _jsonl_lines(handle, max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
     """
     number = 0
     while True:
-        line = handle.readline(max_bytes + 1)
+        limit = max_bytes + 1 + (len(codecs.BOM_UTF8) if number == 0 else 0)  # a BOM is not content
+        line = handle.readline(limit)
         if not line:
             return
         number += 1
+        ended = line.endswith(b"\n") or len(line) < limit  # the whole line was read
         content = line[:-1] if line.endswith(b"\n") else line
         if number == 1 and content.startswith(codecs.BOM_UTF8):
             content = content[len(codecs.BOM_UTF8):]
-        if line.endswith(b"\n") or len(line) <= max_bytes:  # the whole line was read
+        if ended and len(content) <= max_bytes:
             if content.strip():
                 yield number, content, False
             continue
         blank = not content.strip()
-        while not line.endswith(b"\n"):
-            line = handle.readline(1 << 20)
-            if not line:
-                break
-            blank = blank and not line.strip()
+        while not ended:
+            chunk = handle.readline(1 << 20)
+            blank = blank and not chunk.strip()
+            ended = not chunk or chunk.endswith(b"\n")
         if not blank:
             yield number, b"", True
 

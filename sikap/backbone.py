@@ -98,7 +98,7 @@ def _lookup(name: str) -> OfflineBackbone:
     """Return the known offline backbone `name`, or raise a ValueError listing the known ones."""
     if name not in OFFLINE_BACKBONES:
         known = ", ".join(OFFLINE_PREFIX + n for n in OFFLINE_BACKBONES)
-        raise ValueError(f"unknown offline backbone {OFFLINE_PREFIX}{name!r}; known: {known}")
+        raise ValueError(f"unknown offline backbone {OFFLINE_PREFIX + name!r}; known: {known}")
     return OFFLINE_BACKBONES[name]
 
 

@@ -40,6 +40,11 @@ class Aggregation(str, Enum):
     mean = "mean"
 
 
+class StanceMode(str, Enum):
+    PAIR = "pair"  # encode "actor [SEP] passage" for each passage that mentions the actor
+    SHARED = "shared"  # one encoder pass per window shared by all heads; pool the actor's mention tokens
+
+
 class ModelSection(_Section):
     backbone: str = Field(
         DEFAULT_BACKBONE,
@@ -50,6 +55,11 @@ class ModelSection(_Section):
     max_chunks: int = Field(8, ge=1, description="At most this many windows per article (and per actor).")
     topic_aggregation: Aggregation = Field(Aggregation.auto, description="How window topic logits combine.")
     stance_aggregation: Aggregation = Field(Aggregation.auto, description="auto = mean of logits.")
+    stance_mode: StanceMode = Field(
+        StanceMode.PAIR,
+        description="pair: actor [SEP] passage per mentioning passage; shared: reuse the topic windows "
+        "and pool the actor's mention tokens (one encoder pass for all heads; faster).",
+    )
     pooling: str = Field("mean", pattern="^(mean|cls)$", description="Window vector: mean of tokens or [CLS].")
     freeze_word_embeddings: bool = Field(
         False, description="Keep the word-embedding table fixed (faster CPU steps for large vocabularies)."

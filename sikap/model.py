@@ -38,6 +38,7 @@ class SikapModel(nn.Module):
         topic_agg: str,
         stance_agg: str,
         pooling: str = "mean",
+        stance_mode: str = "pair",
         dropout: float = 0.1,
     ):
         super().__init__()
@@ -46,72 +47,89 @@ class SikapModel(nn.Module):
         self.n_topics, self.n_actors, self.n_classes = n_topics, n_actors, n_classes
         self.topic_multi_label = topic_multi_label
         self.topic_agg, self.stance_agg, self.pooling = topic_agg, stance_agg, pooling
+        self.shared = stance_mode == "shared"
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, n_topics) if n_topics else None
-        self.stance_head = nn.Linear(hidden, n_classes) if n_actors else None
+        self.stance_head = None
+        if n_actors:
+            # pair mode: the actor is in the input, one head serves all actors;
+            # shared mode: [mention vector; window vector] -> one small classifier per actor
+            self.stance_head = nn.Linear(2 * hidden, n_actors * n_classes) if self.shared else nn.Linear(hidden, n_classes)
         # loss weights: set by the trainer from training-label frequencies; not saved with the model
         self.register_buffer("topic_weight", torch.ones(max(n_topics, 1)), persistent=False)
         self.register_buffer("stance_weight", torch.ones(max(n_classes, 1)), persistent=False)
 
-    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
-        """(n, L) token ids -> (n, hidden) window vectors."""
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+        """(n, L) token ids -> last hidden states (n, L, hidden) and pooled window vectors (n, hidden)."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if getattr(self.encoder.config, "type_vocab_size", 0) > 1:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state  # (n, L, hidden)
         if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (n, L, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return hidden, hidden[:, 0]
+        return hidden, masked_mean(hidden, attention_mask)
 
-    def topic_window_logits(self, ids, mask, types) -> torch.Tensor:
-        """(n_windows, n_topics)."""
-        return self.topic_head(self.dropout(self.pool(ids, mask, types)))
+    def pool(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        """(n, hidden) window vectors."""
+        return self.encode(input_ids, attention_mask, token_type_ids)[1]
 
-    def stance_window_logits(self, ids, mask, types) -> torch.Tensor:
-        """(n_windows, n_classes)."""
-        return self.stance_head(self.dropout(self.pool(ids, mask, types)))
+    def topic_item_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(m, hidden) window vectors -> (m, n_topics)."""
+        return self.topic_head(self.dropout(pooled))
+
+    def stance_item_logits(self, hidden, pooled, win, actor, positions) -> torch.Tensor:
+        """Stance logits (s, n_classes) for items = (window ``win``, ``actor``).
+
+        ``positions`` (s, L) marks the actor's mention tokens in the window (shared mode only).
+        """
+        if not self.shared:
+            return self.stance_head(self.dropout(pooled[win]))
+        mention = masked_mean(hidden[win], positions)  # (s, hidden)
+        vec = torch.cat([mention, pooled[win]], dim=-1)  # (s, 2 * hidden)
+        out = self.stance_head(self.dropout(vec)).view(-1, self.n_actors, self.n_classes)
+        return out[torch.arange(out.shape[0], device=out.device), actor]
 
     def forward(
         self,
         articles: torch.Tensor,
-        topic_input_ids: torch.Tensor | None = None,
-        topic_attention_mask: torch.Tensor | None = None,
-        topic_token_type_ids: torch.Tensor | None = None,
-        topic_index: torch.Tensor | None = None,
-        stance_input_ids: torch.Tensor | None = None,
-        stance_attention_mask: torch.Tensor | None = None,
-        stance_token_type_ids: torch.Tensor | None = None,
-        stance_index: torch.Tensor | None = None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        topic_win: torch.Tensor | None = None,
+        topic_group: torch.Tensor | None = None,
+        stance_win: torch.Tensor | None = None,
+        stance_group: torch.Tensor | None = None,
+        stance_actor: torch.Tensor | None = None,
+        stance_positions: torch.Tensor | None = None,
         topic_labels: torch.Tensor | None = None,
         stance_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Article-level logits and, given labels, the masked multi-task loss.
 
-        ``articles`` is (B,) just to carry the batch size; ``topic_index`` maps each topic
-        window to its article, ``stance_index`` each stance window to ``article * n_actors + actor``.
+        ``articles`` is (B,) to carry the batch size. All windows of the batch are in
+        ``input_ids`` (n, L); ``topic_win``/``topic_group`` say which window feeds which article's
+        topics, ``stance_win``/``stance_group`` (= article * n_actors + actor) the same for stance.
         Labels: ``topic_labels`` (B, n_topics) multi-hot, rows of -100 when unlabeled;
         ``stance_labels`` (B, n_actors) class ids, -100 when unlabeled.
         """
         b = articles.shape[0]
+        hidden, pooled = self.encode(input_ids, attention_mask, token_type_ids)
         out: dict[str, torch.Tensor] = {}
         loss = None
         if self.topic_head is not None:
-            win = self.topic_window_logits(topic_input_ids, topic_attention_mask, topic_token_type_ids)
-            out["topic_logits"] = aggregate(win.float(), topic_index, b, self.topic_agg)  # (B, T)
+            win = self.topic_item_logits(pooled[topic_win]).float()
+            out["topic_logits"] = aggregate(win, topic_group, b, self.topic_agg)  # (B, T)
             if topic_labels is not None:
                 loss = _add(loss, self.topic_loss(out["topic_logits"], topic_labels))
         if self.stance_head is not None:
             a, c = self.n_actors, self.n_classes
-            n_win = 0 if stance_input_ids is None else stance_input_ids.shape[0]
-            if n_win:
-                win = self.stance_window_logits(stance_input_ids, stance_attention_mask, stance_token_type_ids)
-                flat = aggregate(win.float(), stance_index, b * a, self.stance_agg)
-                present = torch.zeros(b * a, dtype=torch.bool, device=flat.device)
-                present[stance_index] = True
+            present = torch.zeros(b * a, dtype=torch.bool, device=pooled.device)
+            if stance_win is not None and stance_win.numel():
+                items = self.stance_item_logits(hidden, pooled, stance_win, stance_actor, stance_positions).float()
+                flat = aggregate(items, stance_group, b * a, self.stance_agg)
+                present[stance_group] = True
             else:  # no actor mentioned anywhere in the batch
-                flat = articles.new_zeros((b * a, c), dtype=torch.float)
-                present = torch.zeros(b * a, dtype=torch.bool, device=articles.device)
+                flat = pooled.new_zeros((b * a, c), dtype=torch.float)
             out["stance_logits"] = flat.view(b, a, c)
             out["stance_mask"] = present.view(b, a)
             if stance_labels is not None:
@@ -136,6 +154,12 @@ class SikapModel(nn.Module):
         if not use.any():
             return logits.sum() * 0.0
         return F.cross_entropy(logits[use], labels[use], weight=self.stance_weight)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (n, L, hidden) over the positions where ``mask`` (n, L) is set -> (n, hidden)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,7 @@ def meta_from_config(cfg: Config) -> dict[str, Any]:
             "topic_aggregation": resolve_aggregation(m.topic_aggregation, multi_label=bool(topics and topics.multi_label)),
             "stance_aggregation": resolve_aggregation(m.stance_aggregation, multi_label=False),
             "pooling": m.pooling,
+            "stance_mode": m.stance_mode.value,
         },
     }
 
@@ -89,6 +90,7 @@ def build_model(encoder, meta: dict[str, Any]) -> SikapModel:
         topic_agg=ch["topic_aggregation"],
         stance_agg=ch["stance_aggregation"],
         pooling=ch["pooling"],
+        stance_mode=ch.get("stance_mode", "pair"),
     )
 
 
@@ -103,6 +105,7 @@ def feature_builder(tokenizer, meta: dict[str, Any]) -> FeatureBuilder:
         max_chunks=ch["max_chunks"],
         actors=actors,
         with_topics=meta["topics"] is not None,
+        stance_mode=ch.get("stance_mode", "pair"),
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sikap.features import ArticleFeatures, FeatureBuilder, pad_windows
+from sikap.features import ArticleFeatures, FeatureBuilder, flatten_features
 from sikap.model import IGNORE
 from sikap.text import article_text
 from sikap.training.data import Record
@@ -61,23 +61,12 @@ class ArticleCollator:
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         b = len(examples)
-        batch: dict[str, torch.Tensor] = {"articles": torch.arange(b)}
+        batch = {"articles": torch.arange(b)}
+        batch.update(flatten_features([e.features for e in examples], self.n_actors, self.pad_id))
         if self.n_topics:
-            wins = [(i, w) for i, e in enumerate(examples) for w in e.features.topic_windows]
-            batch.update({f"topic_{k}": v for k, v in pad_windows([w for _, w in wins], self.pad_id).items()})
-            batch["topic_index"] = torch.tensor([i for i, _ in wins], dtype=torch.long)
             labels = [e.topic_labels if e.topic_labels is not None else [IGNORE] * self.n_topics for e in examples]
             batch["topic_labels"] = torch.tensor(labels, dtype=torch.float)
         if self.n_actors:
-            wins = [
-                (i * self.n_actors + k, w)
-                for i, e in enumerate(examples)
-                for k, ws in sorted(e.features.stance_windows.items())
-                for w in ws
-            ]
-            if wins:
-                batch.update({f"stance_{k}": v for k, v in pad_windows([w for _, w in wins], self.pad_id).items()})
-                batch["stance_index"] = torch.tensor([g for g, _ in wins], dtype=torch.long)
             batch["stance_labels"] = torch.tensor([e.stance_labels for e in examples], dtype=torch.long)
         return batch
 

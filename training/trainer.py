@@ -282,7 +282,7 @@ def _resume_point(cfg: Config) -> str:
 
 def _warn_unmentioned(examples, log) -> None:
     """Stance labels for actors no alias matches cannot train the stance head: say how many."""
-    n = sum(1 for e in examples for k, v in enumerate(e.stance_labels) if v != IGNORE and k not in e.features.stance_windows)
+    n = sum(1 for e in examples for k, v in enumerate(e.stance_labels) if v != IGNORE and k not in e.features.stance)
     if n:
         log(f"note: {n} labeled article-actor pairs have no alias mention and are skipped for the stance loss; "
             "add aliases to labels.stance.actors to use them")
