@@ -230,7 +230,9 @@ def format_validation_error(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see the documented sections)"
-        msg = msg.replace("Input should be greater than", "must be >")
+        for long, short in (("greater than or equal to", ">="), ("less than or equal to", "<="),
+                            ("greater than", ">"), ("less than", "<")):
+            msg = msg.replace(f"Input should be {long}", f"must be {short}")
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)
 

@@ -43,6 +43,8 @@ def window_spans(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]
     """
     if size <= 0:
         raise ValueError(f"window size must be > 0, got {size}")
+    if stride < 0:
+        raise ValueError(f"stride must be >= 0, got {stride}")
     if stride >= size:
         raise ValueError(f"stride ({stride}) must be smaller than the window size ({size})")
     if n_tokens <= size:

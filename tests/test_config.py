@@ -220,11 +220,6 @@ def test_bad_enum_and_pattern_values_are_rejected():
     assert paths == {"model.pooling", "model.topic_aggregation", "train.precision"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="format_validation_error turns pydantic's 'Input should be greater than or equal to 1' into "
-    "'must be > or equal to 1' instead of 'must be >= 1'",
-)
 def test_greater_or_equal_message_reads_well():
     with pytest.raises(ConfigError) as excinfo:
         config_from_dict(minimal(train={"batch_size": 0}))

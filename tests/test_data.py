@@ -113,11 +113,6 @@ def test_parquet_lists_and_structs(tmp_path):
     assert records[1].where == f"{path} row 2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CSV columns go through datasets/pandas type inference: ids '007' and '7' both become the "
-    "integer 7 (reported as duplicates) and numeric topic names like '1' arrive as ints and are rejected",
-)
 def test_csv_cells_are_read_as_text(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,text,topics\n007,satu,1\n7,dua,2\n", encoding="utf-8")

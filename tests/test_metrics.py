@@ -35,11 +35,6 @@ def test_topic_without_support_or_predictions_scores_zero_without_warning_values
     assert m["exact_match"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with one topic the (n, 1) matrix is a 'binary' target for scikit-learn: per_label gets the "
-    "scores of class 0 (the negatives) and macro/micro F1 average the negative class in",
-)
 def test_topic_metrics_single_topic():
     m = topic_metrics(np.array([[1], [0], [1], [1]]), np.array([[1], [1], [0], [1]]), ["only"])
     # TP 2, FP 1, FN 1 -> P = R = F1 = 2/3, support 3

@@ -115,11 +115,6 @@ def test_window_spans_invalid_arguments(size, stride):
         window_spans(20, size, stride)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="window_spans accepts a negative stride: step = size - stride exceeds size and tokens "
-    "between windows are silently dropped (the config forbids it, the function does not)",
-)
 def test_window_spans_negative_stride_rejected():
     with pytest.raises(ValueError):
         window_spans(10, 3, -1)

@@ -76,7 +76,11 @@ def _read_tabular(path: Path, suffix: str) -> list[tuple[str, Any]]:
         ds = Dataset.from_parquet(str(path))
         first = 0
     else:
-        ds = Dataset.from_csv(str(path), sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        import pandas as pd
+
+        # every cell as text: ids like "007" and topic names like "1" must not be type-guessed
+        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        ds = Dataset.from_pandas(frame, preserve_index=False)
         first = 1  # header line
     return [(f"{path} row {i + 1 + first}", row) for i, row in enumerate(ds.to_list())]
 

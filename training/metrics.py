@@ -13,23 +13,39 @@ from sikap.config import NOT_MENTIONED
 def topic_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict:
     """Per-topic precision/recall/F1/support plus macro and micro F1.
 
+    Counted per column from true/false positives, so one topic is still scored as a topic
+    (scikit-learn would read a single indicator column as a binary target with two classes).
+
     Args:
         y_true, y_pred: (n_articles, n_topics) 0/1 indicator matrices.
     """
-    y_true = np.asarray(y_true, dtype=int).reshape(-1, len(names))
-    y_pred = np.asarray(y_pred, dtype=int).reshape(-1, len(names))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    y_true = np.asarray(y_true, dtype=int).reshape(-1, len(names)).astype(bool)
+    y_pred = np.asarray(y_pred, dtype=int).reshape(-1, len(names)).astype(bool)
+    tp = (y_true & y_pred).sum(0)
+    fp = (~y_true & y_pred).sum(0)
+    fn = (y_true & ~y_pred).sum(0)
+    p, r, f = _prf(tp, fp, fn)
     per_label = {
-        n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(tp[i] + fn[i])}
         for i, n in enumerate(names)
     }
+    micro = _prf(tp.sum(), fp.sum(), fn.sum())[2]
     return {
         "n": int(y_true.shape[0]),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(np.mean(f)) if len(names) else 0.0,
+        "micro_f1": float(micro),
         "exact_match": float(np.mean(np.all(y_true == y_pred, axis=1))) if len(y_true) else 0.0,
         "per_label": per_label,
     }
+
+
+def _prf(tp, fp, fn):
+    """Precision, recall, F1 from counts (0 where undefined, as scikit-learn's zero_division=0)."""
+    tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
+    p = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    r = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+    f = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+    return p, r, f
 
 
 def f_avg(gold: Sequence[str], pred: Sequence[str], favor: str = "favor", against: str = "against") -> float:
