@@ -164,10 +164,36 @@ def batched(items: Iterable[ArticleInput], n: int) -> Iterator[list[ArticleInput
         yield batch
 
 
-def classify_batch(batch: list[ArticleInput], predictor: Predictor) -> list[dict]:
-    """Records for a batch in input order: predictions for readable articles, error records otherwise."""
+def prepare_batch(batch: list[ArticleInput], predictor: Predictor) -> tuple[list[ArticleInput], list, list]:
+    """Tokenize and window the readable articles of a batch (runs ahead of the model in a thread)."""
     good = [a for a in batch if a.error is None]
-    preds = predictor.predict([article_text(a.title, a.text) for a in good])
+    texts = [article_text(a.title, a.text) for a in good]
+    return batch, texts, predictor.features(texts) if texts else []
+
+
+def prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """Yield from ``items`` while a background thread computes the next ``depth`` ones.
+
+    Reading files and tokenizing (Rust, releases the GIL) then overlaps the model's forward pass.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sentinel = object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(next, items, sentinel) for _ in range(depth)]
+        while True:
+            item = pending.pop(0).result()
+            if item is sentinel:
+                return
+            pending.append(pool.submit(next, items, sentinel))
+            yield item
+
+
+def classify_batch(prepared: tuple[list[ArticleInput], list, list], predictor: Predictor) -> list[dict]:
+    """Records for a batch in input order: predictions for readable articles, error records otherwise."""
+    batch, texts, feats = prepared
+    good = [a for a in batch if a.error is None]
+    preds = predictor.predict(texts, feats)
     by_id = {a.id: p for a, p in zip(good, preds, strict=True)}
     return [error_record(a) if a.error is not None else prediction_record(a, by_id[a.id], predictor) for a in batch]
 
@@ -200,8 +226,8 @@ def classify_folder(
     stats = ScanStats()
     start = time.perf_counter()
     todo = (a for a in iter_articles(inputs, stats=stats, **(reader_options or {})) if a.id not in done)
-    for batch in batched(todo, batch_articles):
-        records = classify_batch(batch, predictor)
+    for prepared in prefetch((prepare_batch(b, predictor) for b in batched(todo, batch_articles))):
+        records = classify_batch(prepared, predictor)
         _append(output, writer.format(records))
         n_err = sum(r["error"] is not None for r in records)
         summary.errors += n_err

@@ -53,7 +53,8 @@ class Predictor:
 
     Args:
         batch_size: windows per forward pass.
-        precision: "fp32", "bf16" (autocast) or "auto".
+        precision: "fp32", "bf16" (autocast), "int8" (dynamic quantization of the Linear layers,
+            CPU only; the model is quantized in place) or "auto" (bf16 where the CPU has it).
     """
 
     def __init__(
@@ -70,6 +71,9 @@ class Predictor:
         self.batch_size = batch_size
         self.device = device
         self.precision = resolve_precision(precision, device)
+        if self.precision == "int8":
+            model = quantize_int8(model)
+            self.model = model
         self.pad_id = builder.tokenizer.pad_token_id or 0
         topics = meta.get("topics")
         self.topic_names = topics["names"] if topics else []
@@ -85,10 +89,14 @@ class Predictor:
             return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def features(self, texts: Sequence[str]) -> list:
+        """Tokenize and window texts (CPU work in Rust; can run in a thread beside the model)."""
+        return self.builder.encode(texts)
+
     @torch.inference_mode()
-    def logits(self, texts: Sequence[str]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, list]:
+    def logits(self, texts: Sequence[str], feats: list | None = None):
         """Raw article logits: topics (B, T), stance (B, A, C), stance mask (B, A), and the features."""
-        feats = self.builder.encode(texts)
+        feats = self.features(texts) if feats is None else feats
         n_act = len(self.actors)
         ix = index_features(feats, n_act)
         t_logits, s_logits = self._item_logits(ix)
@@ -130,11 +138,11 @@ class Predictor:
                     s_out[si] = logits.float().cpu()
         return t_out, s_out
 
-    def predict(self, texts: Sequence[str]) -> list[ArticlePrediction]:
-        """Probabilities and labels per article."""
+    def predict(self, texts: Sequence[str], feats: list | None = None) -> list[ArticlePrediction]:
+        """Probabilities and labels per article (``feats``: precomputed ``features(texts)``)."""
         if not texts:
             return []
-        topic, stance, mask, feats = self.logits(texts)
+        topic, stance, mask, feats = self.logits(texts, feats)
         tprobs = self.topic_probs(topic) if topic is not None else None
         sprobs = torch.softmax(stance, -1).numpy() if stance is not None else None
         out = []
@@ -163,6 +171,13 @@ class Predictor:
             return [self.topic_names[int(np.argmax(probs))]]
         th = self.thresholds if self.thresholds is not None else 0.5
         return [n for n, p, t in zip(self.topic_names, probs, np.broadcast_to(th, probs.shape), strict=True) if p >= t]
+
+
+def quantize_int8(model: SikapModel) -> SikapModel:
+    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized on the fly)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model.float().eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _by_window(wins: Sequence[int]) -> dict[int, list[int]]:

@@ -91,7 +91,8 @@ class _Source:
 
     @property
     def pinned(self) -> bool:
-        return self.backbone.pinned_sha256.get(self.version) is not None
+        """True if this exact file is the one pinned for this package version."""
+        return self.backbone.pinned_sha256.get(self.version) == self.sha256
 
 
 def _lookup(name: str) -> OfflineBackbone:
@@ -197,7 +198,7 @@ def _is_complete(path: Path, source: _Source) -> bool:
     return (
         manifest.get("format") == BUILD_FORMAT
         and manifest.get("weight_sha256") == source.sha256
-        and manifest.get("verify_min_cosine", 0.0) >= MIN_COSINE
+        and (manifest.get("verify_min_cosine") or 0.0) >= MIN_COSINE
         and all((path / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
     )
 

@@ -45,6 +45,7 @@ class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 def fail(message: str, code: int = 1):
@@ -155,7 +156,7 @@ def classify(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
     batch_articles: Annotated[int, typer.Option(min=1, help="Articles per written batch.")] = 32,
-    precision: Annotated[PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it.")] = PrecisionChoice.auto,
+    precision: Annotated[PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it; int8: dynamic quantization.")] = PrecisionChoice.auto,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch [default: torch's choice].")] = None,
     text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",

@@ -137,3 +137,22 @@ def test_help_lists_the_commands():
     res = invoke("--help")
     for cmd in ("train", "evaluate", "classify", "backbone", "data"):
         assert cmd in res.output
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_classify_other_precisions_agree_with_fp32(model_dir, tmp_path, precision):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    make_articles(folder)
+    outs = {}
+    for p in ("fp32", precision):
+        outs[p] = tmp_path / f"{p}.jsonl"
+        invoke("classify", model_dir, folder, "-o", outs[p], "--precision", p, "--no-progress")
+    ref = [json.loads(x) for x in outs["fp32"].read_text().splitlines()]
+    got = [json.loads(x) for x in outs[precision].read_text().splitlines()]
+    assert [r["id"] for r in ref] == [r["id"] for r in got]
+    for a, b in zip(ref, got, strict=True):
+        if a["error"]:
+            continue
+        diff = max(abs(a["topic_probs"][k] - b["topic_probs"][k]) for k in a["topic_probs"])
+        assert diff < 0.05, (precision, diff)
