@@ -135,6 +135,9 @@ def save_model_dir(model: SikapModel, tokenizer, meta: dict[str, Any], out_dir: 
     tmp = out_dir / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out_dir / WEIGHTS_FILE)  # never leave a half-written weights file behind
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out_dir / WEIGHTS_FILE, 0o666 & ~umask)  # safetensors creates it owner-only
     model.encoder.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     meta = {**meta, "weights_dtype": dtype, "versions": library_versions()}

@@ -211,7 +211,7 @@ def tune_and_score(model: SikapModel, builder, meta: dict, dev: Sequence[Record]
     from sikap.training.dataset import label_arrays
 
     model.eval()
-    predictor = Predictor(model, builder, meta, precision=precision)
+    predictor = Predictor(model, builder, meta, precision=precision, convert=False)
     preds = predict_records(predictor, dev)
     topics = meta.get("topics")
     thresholds = None
@@ -223,7 +223,7 @@ def tune_and_score(model: SikapModel, builder, meta: dict, dev: Sequence[Record]
             values = tune_thresholds(probs[labeled], y[labeled])
             thresholds = dict(zip(topics["names"], values, strict=True))
             meta = {**meta, "topics": {**topics, "thresholds": thresholds}}
-            predictor = Predictor(model, builder, meta, precision=precision)
+            predictor = Predictor(model, builder, meta, precision=precision, convert=False)
             for p in preds:
                 p.topics = predictor.decide_topics(p.topic_probs)
     return score_predictions(meta, dev, preds), meta
