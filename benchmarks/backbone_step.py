@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import os
 import statistics
 import tempfile
 import time
@@ -56,28 +57,44 @@ def autocast(bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def step_times(backbone: str, batch: int, length: int, steps: int, bf16: bool, frozen: bool) -> list[float]:
-    """Seconds per optimizer step on a fixed random batch (first step is a warm-up, dropped)."""
+def make_variant(backbone: str, frozen: bool) -> tuple[Classifier, torch.optim.Optimizer]:
+    """A fresh fp32 model (word embeddings frozen or not) and its AdamW."""
     torch.manual_seed(0)
     model = Classifier(AutoModel.from_pretrained(backbone, dtype=torch.float32), n_labels=7).train()
     if frozen:
         freeze_word_embeddings(model.encoder)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
-    vocab = model.encoder.config.vocab_size
-    input_ids = torch.randint(5, min(vocab, 250_000), (batch, length))
-    attention_mask = torch.ones_like(input_ids)
-    labels = torch.randint(0, 7, (batch,))
-    times = []
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
+
+
+def one_step(model: Classifier, optimizer, batch: dict, bf16: bool) -> float:
+    """Seconds for forward + backward + optimizer step."""
+    start = time.perf_counter()
+    with autocast(bf16):
+        logits = model(batch["input_ids"], batch["attention_mask"])
+    loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def step_times(backbone: str, batch: int, length: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per step for every variant, taken round-robin (one step of each in turn) so that
+    load from other processes on a shared machine hits all variants alike; warm-up step dropped."""
+    variants = {name: make_variant(backbone, frozen) for name, (_, frozen) in VARIANTS.items()}
+    vocab = next(iter(variants.values()))[0].encoder.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, min(vocab, 250_000), (batch, length), generator=gen)
+    data = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": torch.randint(0, 7, (batch,), generator=gen),
+    }
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(steps + 1):
-        start = time.perf_counter()
-        with autocast(bf16):
-            logits = model(input_ids, attention_mask)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return times[1:]
+        for name, (model, optimizer) in variants.items():
+            times[name].append(one_step(model, optimizer, data, bf16=VARIANTS[name][0]))
+    return {name: t[1:] for name, t in times.items()}
 
 
 def saved_sizes(backbone: str) -> dict[str, float]:
@@ -102,9 +119,8 @@ def report_steps(backbone: str, batch: int, length: int, steps: int) -> None:
         f"{word / 1e6:.1f}M; threads {torch.get_num_threads()}; batch {batch} x {length} tokens"
     )
     table = Table("variant", "median s/step", "min", "max", "trainable params")
-    for name, (bf16, frozen) in VARIANTS.items():
-        times = step_times(backbone, batch, length, steps, bf16, frozen)
-        trainable = total - (word if frozen else 0)
+    for name, times in step_times(backbone, batch, length, steps).items():
+        trainable = total - (word if VARIANTS[name][1] else 0)
         table.add_row(
             name,
             f"{statistics.median(times):.2f}",
@@ -113,6 +129,7 @@ def report_steps(backbone: str, batch: int, length: int, steps: int) -> None:
             f"{trainable / 1e6:.1f}M",
         )
     console.print(table)
+    console.print(f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     sizes = saved_sizes(backbone)
     non_embedding_mb = (total - word) * 4 / 1e6
     console.print(

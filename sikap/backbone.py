@@ -405,7 +405,8 @@ def _normalizer(norm_map: dict[int, tuple[int, ...]]):
     NFKC everywhere else, so: delete-class, space-class, NFKC, collapse runs of spaces (e5.c does
     the same collapse). Differences from the engine, which applies the map one codepoint at a time:
     NFKC also composes decomposed sequences (e + U+0301 -> é, as XLM-R's own SentencePiece
-    normalizer does), and a handful of rare codepoints newer than the map's Unicode version.
+    normalizer does), and 2 of the 1.1M single codepoints differ (U+FF5E fullwidth tilde and
+    U+1F23B, which the map keeps and NFKC folds).
     """
     from tokenizers import Regex, normalizers
 

@@ -26,8 +26,11 @@ STANCE_WORDS = {"favor": ["mendukung", "memuji"], "against": ["mengecam", "menol
 ACTORS = {"NATO": ["NATO", "aliansi"], "Rusia": ["Rusia", "Moskow"]}
 
 
-def synthetic_records(n: int, seed: int = 0, long_every: int = 0) -> list[dict]:
-    """Records whose topic is signalled by keywords and stance by a verb next to the actor's name."""
+def synthetic_records(n: int, seed: int = 0, long_every: int = 0, one_actor: bool = False) -> list[dict]:
+    """Records whose topic is signalled by keywords and stance by a verb next to the actor's name.
+
+    ``one_actor``: each article mentions exactly one actor (stance readable from the whole text).
+    """
     rng = random.Random(seed)
     topics = list(TOPIC_WORDS)
     out = []
@@ -36,8 +39,9 @@ def synthetic_records(n: int, seed: int = 0, long_every: int = 0) -> list[dict]:
         words = [rng.choice(FILLER) for _ in range(rng.randint(8, 20))]
         words += [rng.choice(TOPIC_WORDS[topic]) for _ in range(3)]
         stances = {}
+        only = rng.choice(list(ACTORS)) if one_actor else None
         for actor, aliases in ACTORS.items():
-            if rng.random() < 0.7:
+            if (actor == only) if one_actor else rng.random() < 0.7:
                 label = rng.choice(list(STANCE_WORDS))
                 words += ["media", rng.choice(STANCE_WORDS[label]), rng.choice(aliases)]
                 stances[actor] = label
