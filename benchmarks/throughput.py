@@ -47,8 +47,11 @@ def article_bodies(data_root: Path | None) -> list[str]:
             import_dataset("id-stance", csv_path, out)
             return [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()]
     rng = random.Random(0)
-    demo = [json.loads(x)["text"] for f in ("train", "dev", "test")
-            for x in (REPO / "examples" / "demo" / f"{f}.jsonl").read_text(encoding="utf-8").splitlines()]
+    demo = [
+        json.loads(x)["text"]
+        for f in ("train", "dev", "test")
+        for x in (REPO / "examples" / "demo" / f"{f}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     bodies = []
     for _ in range(300):
         target, words = rng.randint(300, 1500), []
@@ -83,12 +86,13 @@ def export_sequence_classifier(model_dir: Path, out: Path) -> Path:
 
     meta = read_meta(model_dir)
     names = meta["topics"]["names"]
-    config = AutoConfig.from_pretrained(model_dir, num_labels=len(names),
-                                        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = AutoConfig.from_pretrained(
+        model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
     model = AutoModelForSequenceClassification.from_config(config)
     state = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
     prefix = model.base_model_prefix  # "bert" / "roberta"
-    mapped = {f"{prefix}.{k[len('encoder.'):]}": v for k, v in state.items() if k.startswith("encoder.")}
+    mapped = {f"{prefix}.{k[len('encoder.') :]}": v for k, v in state.items() if k.startswith("encoder.")}
     mapped["classifier.weight"], mapped["classifier.bias"] = state["topic_head.weight"], state["topic_head.bias"]
     missing, _ = model.load_state_dict(mapped, strict=False)
     assert all("pooler" in m for m in missing), missing
@@ -103,6 +107,10 @@ def export_sequence_classifier(model_dir: Path, out: Path) -> Path:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM: ru_maxrss would carry over the parent's peak across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -132,19 +140,33 @@ def worker_sikap(args) -> dict:
         torch.set_num_threads(args.threads)
     overrides = json.loads(args.variant_json)
     loaded = load_model_dir(args.model_dir)
-    predictor = Predictor(loaded.model, loaded.builder, loaded.meta, batch_size=overrides.get("batch_size", 16),
-                          precision=overrides.get("precision", "auto"))
+    predictor = Predictor(
+        loaded.model,
+        loaded.builder,
+        loaded.meta,
+        batch_size=overrides.get("batch_size", 16),
+        precision=overrides.get("precision", "auto"),
+    )
     encoded = {"tokens": 0, "windows": 0, "flops": 0.0}
     _count_encoder_work(predictor, encoded)
     out = Path(args.out)
     start = time.perf_counter()
-    summary = classify_folder(predictor, Path(args.folder), out, overwrite=True,
-                              batch_articles=overrides.get("batch_articles", 32))
+    summary = classify_folder(
+        predictor, Path(args.folder), out, overwrite=True, batch_articles=overrides.get("batch_articles", 32)
+    )
     seconds = time.perf_counter() - start
     n = sum(1 for _ in out.open(encoding="utf-8"))
-    return {"articles": n, "errors": summary.errors, "seconds": seconds, "tokens": encoded["tokens"],
-            "windows": encoded["windows"], "flops": encoded["flops"], "rss_mb": peak_rss_mb(),
-            "precision": predictor.precision, "peak_flops": matmul_peak(predictor.precision)}
+    return {
+        "articles": n,
+        "errors": summary.errors,
+        "seconds": seconds,
+        "tokens": encoded["tokens"],
+        "windows": encoded["windows"],
+        "flops": encoded["flops"],
+        "rss_mb": peak_rss_mb(),
+        "precision": predictor.precision,
+        "peak_flops": matmul_peak(predictor.precision),
+    }
 
 
 def _count_encoder_work(predictor, acc: dict) -> None:
@@ -198,8 +220,9 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--variants", default="default,fp32,int8",
-                    help="sikap variants: default, fp32, bf16, int8, threads1")
+    ap.add_argument(
+        "--variants", default="default,fp32,int8", help="sikap variants: default, fp32, bf16, int8, threads1"
+    )
     ap.add_argument("--scale", type=int, default=0, help="also run the default on N*SCALE files (memory growth)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     # worker-only arguments
@@ -234,8 +257,16 @@ def drive(args) -> None:
     for r in range(args.runs):  # interleaved, so machine noise hits every variant alike
         results["baseline"].append(run_worker("baseline", ["--folder", str(folder), "--export", str(export)]))
         for v in names:
-            extra = ["--folder", str(folder), "--model-dir", str(args.model_dir), "--out", str(work / f"{v}.jsonl"),
-                     "--variant-json", json.dumps(VARIANTS.get(v, {}))]
+            extra = [
+                "--folder",
+                str(folder),
+                "--model-dir",
+                str(args.model_dir),
+                "--out",
+                str(work / f"{v}.jsonl"),
+                "--variant-json",
+                json.dumps(VARIANTS.get(v, {})),
+            ]
             if v == "threads1":
                 extra += ["--threads", "1"]
             results[v].append(run_worker("sikap", extra))
@@ -244,8 +275,11 @@ def drive(args) -> None:
         big = work / f"articles-x{args.scale}"
         if not big.exists():
             build_folder(big, args.n * args.scale, article_bodies(args.data_root if args.data_root.exists() else None))
-        results[f"default x{args.scale} files"] = [run_worker("sikap", [
-            "--folder", str(big), "--model-dir", str(args.model_dir), "--out", str(work / "big.jsonl")])]
+        results[f"default x{args.scale} files"] = [
+            run_worker(
+                "sikap", ["--folder", str(big), "--model-dir", str(args.model_dir), "--out", str(work / "big.jsonl")]
+            )
+        ]
     report(results, args)
 
 
@@ -260,7 +294,8 @@ def report(results: dict[str, list[dict]], args) -> None:
         if "flops" in runs[0]:
             achieved = statistics.median(x["flops"] / x["seconds"] for x in runs)
             peak = statistics.median(x["peak_flops"] for x in runs)
-            flops = f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of {peak / 1e9:.0f} ({runs[0]['precision']})"
+            share = 100 * achieved / peak
+            flops = f"{achieved / 1e9:.1f} GFLOP/s = {share:.0f}% of {peak / 1e9:.0f} ({runs[0]['precision']})"
         rows.append((name, runs[0]["articles"], f"{aps:.2f}", f"{tps:.0f}", f"{rss:.0f}", f"{aps / base:.2f}x", flops))
     header = ("variant", "articles", "articles/s", "tokens/s", "peak RSS MB", "ratio", "encoder FLOP/s vs matmul peak")
     print(f"\nmedians over {args.runs} runs, {args.n} articles, model {args.model_dir}")

@@ -48,10 +48,17 @@ def prediction_record(art: ArticleInput, pred: ArticlePrediction, predictor: Pre
     rec = _base_record(art)
     if pred.topic_probs is not None:
         rec["topics"] = pred.topics
-        rec["topic_probs"] = {n: round(float(p), 6) for n, p in zip(predictor.topic_names, pred.topic_probs, strict=True)}
+        rec["topic_probs"] = {
+            n: round(float(p), 6) for n, p in zip(predictor.topic_names, pred.topic_probs, strict=True)
+        }
     if predictor.actors:
         rec["stances"] = {
-            a: {"label": lab, "probs": None if p is None else {c: round(float(x), 6) for c, x in zip(predictor.classes, p, strict=True)}}
+            a: {
+                "label": lab,
+                "probs": None
+                if p is None
+                else {c: round(float(x), 6) for c, x in zip(predictor.classes, p, strict=True)},
+            }
             for a, lab, p in zip(predictor.actors, pred.stances, pred.stance_probs, strict=True)
         }
     rec["n_tokens"], rec["n_windows"] = pred.n_tokens, pred.n_windows
@@ -226,7 +233,7 @@ def classify_folder(
     stats = ScanStats()
     start = time.perf_counter()
     todo = (a for a in iter_articles(inputs, stats=stats, **(reader_options or {})) if a.id not in done)
-    for prepared in prefetch((prepare_batch(b, predictor) for b in batched(todo, batch_articles))):
+    for prepared in prefetch(prepare_batch(b, predictor) for b in batched(todo, batch_articles)):
         records = classify_batch(prepared, predictor)
         _append(output, writer.format(records))
         n_err = sum(r["error"] is not None for r in records)

@@ -129,7 +129,9 @@ class Predictor:
             local = {g: j for j, g in enumerate(idx)}
             batch = pad_windows([ix.windows[i] for i in idx], self.pad_id)
             with self.autocast():
-                hidden, pooled = m.encode(*(batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids")))
+                hidden, pooled = m.encode(
+                    *(batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids"))
+                )
                 ti = [t for w in idx for t in t_by_win.get(w, ())]
                 if ti:
                     sel = torch.tensor([local[ix.topic_win[t]] for t in ti], device=pooled.device)
@@ -139,8 +141,9 @@ class Predictor:
                     win = torch.tensor([local[ix.stance_win[t]] for t in si])
                     pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
                     actor = torch.tensor([ix.stance_actor[t] for t in si])
-                    logits = m.stance_item_logits(hidden, pooled, win.to(self.device), actor.to(self.device),
-                                                  pos.to(self.device))
+                    logits = m.stance_item_logits(
+                        hidden, pooled, win.to(self.device), actor.to(self.device), pos.to(self.device)
+                    )
                     s_out[si] = logits.float().cpu()
         return t_out, s_out
 

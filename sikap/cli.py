@@ -101,10 +101,13 @@ def train(
 
 @app.command()
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")],
+    model_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")
+    ],
     data: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Labeled records (JSONL, CSV, Parquet).")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and report.md [default: MODEL_DIR/eval].")
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for metrics.json and report.md [default: MODEL_DIR/eval]."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
     precision: Annotated[PrecisionChoice, typer.Option(help="Inference precision.")] = PrecisionChoice.auto,
@@ -130,12 +133,18 @@ def metrics_table(metrics: dict, title: str) -> Table:
     if "topics" in metrics:
         t = metrics["topics"]
         for name, v in t["per_label"].items():
-            table.add_row("topic", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
-        table.add_row("topic", "[b]macro / micro F1[/b]", "", "", f"{t['macro_f1']:.3f} / {t['micro_f1']:.3f}", str(t["n"]))
+            table.add_row(
+                "topic", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])
+            )
+        table.add_row(
+            "topic", "[b]macro / micro F1[/b]", "", "", f"{t['macro_f1']:.3f} / {t['micro_f1']:.3f}", str(t["n"])
+        )
     if "stance" in metrics:
         s = metrics["stance"]
         for name, v in s["per_class"].items():
-            table.add_row("stance", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+            table.add_row(
+                "stance", name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"])
+            )
         for actor, v in s["per_actor"].items():
             table.add_row("stance", f"{actor} macro-F1", "", "", f"{v['macro_f1']:.3f}", str(v["n"]))
         fa = f" (F_avg {s['f_avg']:.3f})" if "f_avg" in s else ""
@@ -148,15 +157,27 @@ def metrics_table(metrics: dict, title: str) -> Table:
 
 @app.command()
 def classify(
-    model_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")],
-    inputs: Annotated[Path, typer.Argument(exists=True, help="A folder (searched recursively) or one file of articles.")],
-    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Output file.")] = Path("predictions.jsonl"),
-    fmt: Annotated[OutputFormat | None, typer.Option("--format", help="Output format [default: from the suffix].")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Complete an interrupted OUTPUT without duplicates.")] = False,
+    model_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")
+    ],
+    inputs: Annotated[
+        Path, typer.Argument(exists=True, help="A folder (searched recursively) or one file of articles.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="Output file.")] = Path(
+        "predictions.jsonl"
+    ),
+    fmt: Annotated[
+        OutputFormat | None, typer.Option("--format", help="Output format [default: from the suffix].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Complete an interrupted OUTPUT without duplicates.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
     batch_articles: Annotated[int, typer.Option(min=1, help="Articles per written batch.")] = 32,
-    precision: Annotated[PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it; int8: dynamic quantization.")] = PrecisionChoice.auto,
+    precision: Annotated[
+        PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it; int8: dynamic quantization.")
+    ] = PrecisionChoice.auto,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch [default: torch's choice].")] = None,
     text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
@@ -185,9 +206,17 @@ def classify(
     try:
         summary = _run_with_progress(
             progress,
-            lambda tick: classify_folder(predictor, inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite,
-                                         batch_articles=batch_articles, reader_options=reader_options,
-                                         on_progress=tick),
+            lambda tick: classify_folder(
+                predictor,
+                inputs,
+                output,
+                fmt=fmt.value,
+                resume=resume,
+                overwrite=overwrite,
+                batch_articles=batch_articles,
+                reader_options=reader_options,
+                on_progress=tick,
+            ),
         )
     except OutputExistsError as e:
         fail(str(e))
@@ -219,7 +248,9 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 
 @app.command()
 def demo(
-    config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training config.")] = Path("configs/demo.yaml"),
+    config: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training config.")] = Path(
+        "configs/demo.yaml"
+    ),
     inputs: Annotated[Path, typer.Option(exists=True, help="Articles to classify.")] = Path("examples/unlabeled"),
     output: Annotated[Path | None, typer.Option(help="[default: OUTPUT_DIR/predictions.jsonl]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted config override (repeatable).")] = None,
@@ -235,8 +266,23 @@ def demo(
     if cfg.data.test is not None and cfg.data.test.is_file():
         evaluate(cfg.output_dir, cfg.data.test, None, 16, PrecisionChoice.auto)
     output = output or cfg.output_dir / "predictions.jsonl"
-    classify(cfg.output_dir, inputs, output, None, False, True, 16, 32, PrecisionChoice.auto, None,
-             "text", "title", 5_000_000, False, True)
+    classify(
+        cfg.output_dir,
+        inputs,
+        output,
+        None,
+        False,
+        True,
+        16,
+        32,
+        PrecisionChoice.auto,
+        None,
+        "text",
+        "title",
+        5_000_000,
+        False,
+        True,
+    )
 
 
 # ---------------------------------------------------------------- config

@@ -230,8 +230,12 @@ def format_validation_error(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see the documented sections)"
-        for long, short in (("greater than or equal to", ">="), ("less than or equal to", "<="),
-                            ("greater than", ">"), ("less than", "<")):
+        for long, short in (
+            ("greater than or equal to", ">="),
+            ("less than or equal to", "<="),
+            ("greater than", ">"),
+            ("less than", "<"),
+        ):
             msg = msg.replace(f"Input should be {long}", f"must be {short}")
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)

@@ -176,7 +176,11 @@ class FeatureBuilder:
         if self.with_topics:
             feats.topic = [single(i) for i in spread_select(range(len(spans)), self.max_chunks)]
         if self.actors:
-            sspans = spans if self.stance_mode == StanceMode.SHARED else window_spans(len(ids), self.stance_size, self.stride)
+            sspans = (
+                spans
+                if self.stance_mode == StanceMode.SHARED
+                else window_spans(len(ids), self.stance_size, self.stride)
+            )
             ranges = [char_range(offsets, sp) for sp in sspans]
             for k, (_, aliases) in enumerate(self.actors):
                 mentions = find_mentions(text, aliases)
@@ -195,7 +199,9 @@ class FeatureBuilder:
                     feats.stance[k] = []
                     for i in chosen:
                         feats.stance[k].append((len(feats.windows), None))
-                        feats.windows.append(self.template.build_pair(self.actor_ids[k], ids[sspans[i][0] : sspans[i][1]]))
+                        feats.windows.append(
+                            self.template.build_pair(self.actor_ids[k], ids[sspans[i][0] : sspans[i][1]])
+                        )
         return feats
 
     def _mention_positions(self, span, offsets, mentions) -> list[int]:
@@ -279,8 +285,11 @@ def flatten_features(feats: Sequence[ArticleFeatures], n_actors: int, pad_id: in
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     win = as_long(ix.stance_win)
     batch.update(
-        topic_win=as_long(ix.topic_win), topic_group=as_long(ix.topic_group), stance_win=win,
-        stance_group=as_long(ix.stance_group), stance_actor=as_long(ix.stance_actor),
+        topic_win=as_long(ix.topic_win),
+        topic_group=as_long(ix.topic_group),
+        stance_win=win,
+        stance_group=as_long(ix.stance_group),
+        stance_actor=as_long(ix.stance_actor),
         stance_positions=position_mask(ix.stance_pos, batch["attention_mask"][win]),
     )
     return batch

@@ -54,7 +54,9 @@ class SikapModel(nn.Module):
         if n_actors:
             # pair mode: the actor is in the input, one head serves all actors;
             # shared mode: [mention vector; window vector] -> one small classifier per actor
-            self.stance_head = nn.Linear(2 * hidden, n_actors * n_classes) if self.shared else nn.Linear(hidden, n_classes)
+            self.stance_head = (
+                nn.Linear(2 * hidden, n_actors * n_classes) if self.shared else nn.Linear(hidden, n_classes)
+            )
         # loss weights: set by the trainer from training-label frequencies; not saved with the model
         self.register_buffer("topic_weight", torch.ones(max(n_topics, 1)), persistent=False)
         self.register_buffer("stance_weight", torch.ones(max(n_classes, 1)), persistent=False)

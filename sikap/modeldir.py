@@ -70,7 +70,9 @@ def meta_from_config(cfg: Config) -> dict[str, Any]:
             "max_length": m.max_length,
             "stride": m.stride,
             "max_chunks": m.max_chunks,
-            "topic_aggregation": resolve_aggregation(m.topic_aggregation, multi_label=bool(topics and topics.multi_label)),
+            "topic_aggregation": resolve_aggregation(
+                m.topic_aggregation, multi_label=bool(topics and topics.multi_label)
+            ),
             "stance_aggregation": resolve_aggregation(m.stance_aggregation, multi_label=False),
             "pooling": m.pooling,
             "stance_mode": m.stance_mode.value,

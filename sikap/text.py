@@ -73,9 +73,7 @@ def char_range(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> tup
     return (offsets[start][0], offsets[end - 1][1])
 
 
-def windows_with_mentions(
-    char_ranges: Sequence[tuple[int, int]], mentions: Sequence[tuple[int, int]]
-) -> list[int]:
+def windows_with_mentions(char_ranges: Sequence[tuple[int, int]], mentions: Sequence[tuple[int, int]]) -> list[int]:
     """Indices of windows whose character range overlaps at least one mention span."""
     hits = []
     for i, (ws, we) in enumerate(char_ranges):

@@ -22,7 +22,11 @@ TOPIC_WORDS = {
     "pemilu": ["kampanye", "suara", "kandidat", "pemilih", "partai"],
 }
 FILLER = "ini adalah berita tentang hari yang biasa di kota kami dengan banyak orang dan kegiatan".split()
-STANCE_WORDS = {"favor": ["mendukung", "memuji"], "against": ["mengecam", "menolak"], "neutral": ["melaporkan", "mencatat"]}
+STANCE_WORDS = {
+    "favor": ["mendukung", "memuji"],
+    "against": ["mengecam", "menolak"],
+    "neutral": ["melaporkan", "mencatat"],
+}
 ACTORS = {"NATO": ["NATO", "aliansi"], "Rusia": ["Rusia", "Moskow"]}
 
 
@@ -48,7 +52,9 @@ def synthetic_records(n: int, seed: int = 0, long_every: int = 0, one_actor: boo
         if long_every and i % long_every == 0:
             words += [rng.choice(FILLER) for _ in range(150)]
         rng.shuffle(words[:8])
-        out.append({"id": f"r{i}", "title": f"judul {i}", "text": " ".join(words), "topics": [topic], "stances": stances})
+        out.append(
+            {"id": f"r{i}", "title": f"judul {i}", "text": " ".join(words), "topics": [topic], "stances": stances}
+        )
     return out
 
 
@@ -74,12 +80,24 @@ def build_tiny_backbone(out: Path) -> Path:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=128,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
     )
     fast.save_pretrained(out)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128, type_vocab_size=2)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+    )
     BertModel(config).save_pretrained(out)
     return out
 
@@ -101,7 +119,14 @@ def tiny_config_dict(backbone: Path, train: Path, dev: Path | None, out: Path, *
             "stance": {"actors": [{"name": a, "aliases": al} for a, al in ACTORS.items()]},
         },
         "data": data,
-        "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 7, "patience": 0,
-                  "precision": "fp32", **train_overrides},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "seed": 7,
+            "patience": 0,
+            "precision": "fp32",
+            **train_overrides,
+        },
         "output_dir": str(out),
     }

@@ -46,8 +46,21 @@ def many_articles(tmp_path_factory):
 
 
 def _cmd(model, folder, out):
-    return [sys.executable, "-m", "sikap", "classify", str(model), str(folder), "-o", str(out),
-            "--batch-articles", "4", "--no-progress", "--precision", "fp32"]
+    return [
+        sys.executable,
+        "-m",
+        "sikap",
+        "classify",
+        str(model),
+        str(folder),
+        "-o",
+        str(out),
+        "--batch-articles",
+        "4",
+        "--no-progress",
+        "--precision",
+        "fp32",
+    ]
 
 
 def _env():
@@ -67,8 +80,12 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(small_model, many_articl
     out = tmp_path / "out.jsonl"
     killed_at = 0
     for threshold in (20, 150, 300):  # kill three times at different points, resuming in between
-        proc = subprocess.Popen(_cmd(small_model, many_articles, out) + (["--resume"] if out.exists() else []),
-                                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _cmd(small_model, many_articles, out) + (["--resume"] if out.exists() else []),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if out.exists() and out.stat().st_size and len(out.read_bytes().splitlines()) >= threshold:
@@ -87,8 +104,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(small_model, many_articl
 def test_output_is_deterministic(small_model, many_articles, tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for out in (a, b):
-        res = runner.invoke(app, ["classify", str(small_model), str(many_articles / "part1"), "-o", str(out),
-                                  "--no-progress"])
+        res = runner.invoke(
+            app, ["classify", str(small_model), str(many_articles / "part1"), "-o", str(out), "--no-progress"]
+        )
         assert res.exit_code == 0, res.output
     assert a.read_bytes() == b.read_bytes()
 
@@ -105,8 +123,9 @@ def test_classify_makes_no_network_request(small_model, many_articles, tmp_path,
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, *a))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # classify must not even try
     out = tmp_path / "p.jsonl"
-    res = runner.invoke(app, ["classify", str(small_model), str(many_articles / "part2"), "-o", str(out),
-                              "--no-progress"])
+    res = runner.invoke(
+        app, ["classify", str(small_model), str(many_articles / "part2"), "-o", str(out), "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
     assert len(out.read_text().splitlines()) == 80
     assert calls == []

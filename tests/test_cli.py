@@ -32,8 +32,9 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def model_dir(workspace):
-    invoke("train", workspace / "cfg.yaml", "--set", "train.max_steps=12", "--set", "train.eval_steps=6",
-           "--no-progress")
+    invoke(
+        "train", workspace / "cfg.yaml", "--set", "train.max_steps=12", "--set", "train.eval_steps=6", "--no-progress"
+    )
     return workspace / "run"
 
 
@@ -43,17 +44,30 @@ def make_articles(folder):
     (folder / "a.txt").write_text(f"{docs[0]['title']}\n\n{docs[0]['text']}", encoding="utf-8")
     (folder / "sub" / "b.md").write_text(f"# {docs[1]['title']}\n\n{docs[1]['text']}", encoding="utf-8")
     (folder / "sub" / "c.json").write_text(json.dumps({"title": "c", "text": docs[2]["text"]}), encoding="utf-8")
-    lines = [json.dumps({"id": "x", "title": "d", "text": docs[3]["text"]}), "{broken json",
-             json.dumps({"title": "e", "text": docs[4]["text"]})]
+    lines = [
+        json.dumps({"id": "x", "title": "d", "text": docs[3]["text"]}),
+        "{broken json",
+        json.dumps({"title": "e", "text": docs[4]["text"]}),
+    ]
     (folder / "sub" / "deeper" / "d.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (folder / "f.html").write_text(
         "<html><head><title>f</title></head><body><nav><a href='/'>Beranda</a></nav><article>"
         + "".join(f"<p>{docs[5]['text']} kalimat nomor {i} untuk paragraf panjang.</p>" for i in range(4))
-        + "</article><footer>Hak cipta</footer></body></html>", encoding="utf-8")
+        + "</article><footer>Hak cipta</footer></body></html>",
+        encoding="utf-8",
+    )
     (folder / "empty.txt").write_text("", encoding="utf-8")
     (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
-    return {"a.txt", "sub/b.md", "sub/c.json", "sub/deeper/d.jsonl:1", "sub/deeper/d.jsonl:2",
-            "sub/deeper/d.jsonl:3", "f.html", "empty.txt"}
+    return {
+        "a.txt",
+        "sub/b.md",
+        "sub/c.json",
+        "sub/deeper/d.jsonl:1",
+        "sub/deeper/d.jsonl:2",
+        "sub/deeper/d.jsonl:3",
+        "f.html",
+        "empty.txt",
+    }
 
 
 def test_train_writes_a_model_dir(model_dir):
@@ -118,16 +132,19 @@ def test_classify_refuses_to_clobber_and_resumes(model_dir, tmp_path):
 
 
 def test_bad_config_reports_every_problem(workspace):
-    res = runner.invoke(app, ["train", str(workspace / "cfg.yaml"), "--set", "train.learning_rate=-1",
-                              "--set", "train.epocs=3"])
+    res = runner.invoke(
+        app, ["train", str(workspace / "cfg.yaml"), "--set", "train.learning_rate=-1", "--set", "train.epocs=3"]
+    )
     assert res.exit_code == 1
     assert "train.learning_rate" in res.output and "train.epocs" in res.output
 
 
 def test_bad_training_data_names_file_line_and_field(workspace, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": "1", "text": "teks", "topics": ["ekonomi"], "stances": {"NATO": "agianst"}})
-                   + "\n", encoding="utf-8")
+    bad.write_text(
+        json.dumps({"id": "1", "text": "teks", "topics": ["ekonomi"], "stances": {"NATO": "agianst"}}) + "\n",
+        encoding="utf-8",
+    )
     res = runner.invoke(app, ["train", str(workspace / "cfg.yaml"), "--set", f"data.train={bad}"])
     assert res.exit_code == 1
     assert "bad.jsonl line 1" in res.output and "agianst" in res.output and "stances" in res.output

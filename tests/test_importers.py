@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from sikap.cli_data import app
 from sikap.training.importers import (
     DatasetFormatError,
     alias_coverage,
@@ -15,9 +18,6 @@ from sikap.training.importers import (
     split_paragraphs,
     suggest_config,
 )
-from typer.testing import CliRunner
-
-from sikap.cli_data import app
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ID_STANCE_CSV = "id-stance/dataset_stance_2_label_2018_building_by_rini.csv"

@@ -52,8 +52,9 @@ def _loss(model, builder, meta, records) -> float:
     from sikap.training.dataset import ArticleCollator, encode_records
 
     ex = encode_records(records, builder, meta)
-    batch = ArticleCollator(builder.tokenizer.pad_token_id, len(meta["topics"]["names"]),
-                            len(meta["stance"]["actors"]))(ex)
+    batch = ArticleCollator(
+        builder.tokenizer.pad_token_id, len(meta["topics"]["names"]), len(meta["stance"]["actors"])
+    )(ex)
     model.eval()
     with torch.no_grad():
         return float(model(**batch)["loss"])
@@ -101,8 +102,9 @@ def test_save_then_load_gives_identical_predictions(trained, tmp_path):
 
 def test_same_seed_same_dev_scores(trained, tiny_backbone, tmp_path):
     cfg, result, root = trained
-    again = config_from_dict(tiny_config_dict(tiny_backbone, root / "train.jsonl", root / "dev.jsonl",
-                                              tmp_path / "again", epochs=6))
+    again = config_from_dict(
+        tiny_config_dict(tiny_backbone, root / "train.jsonl", root / "dev.jsonl", tmp_path / "again", epochs=6)
+    )
     assert train(again, progress=False, log=lambda m: None).dev_metrics == result.dev_metrics
 
 

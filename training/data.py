@@ -165,11 +165,15 @@ def _validate_topics(where, value, data: DataSection, labels: LabelsSection, err
     allowed = labels.topics.names
     for t in value:
         if t not in allowed:
-            errs.append(f"{where}: field '{fname}': topic {t!r} is not one of {', '.join(allowed)}; "
-                        "fix the label or add it to labels.topics.names")
+            errs.append(
+                f"{where}: field '{fname}': topic {t!r} is not one of {', '.join(allowed)}; "
+                "fix the label or add it to labels.topics.names"
+            )
     if not labels.topics.multi_label and len(value) != 1:
-        errs.append(f"{where}: field '{fname}': single-label topics need exactly one topic, got {len(value)}; "
-                    "set labels.topics.multi_label: true for several")
+        errs.append(
+            f"{where}: field '{fname}': single-label topics need exactly one topic, got {len(value)}; "
+            "set labels.topics.multi_label: true for several"
+        )
     return list(value)
 
 
@@ -192,11 +196,15 @@ def _validate_stances(where, value, data: DataSection, labels: LabelsSection, er
         if label is None:
             continue  # e.g. Arrow filling absent keys: unlabeled
         if actor not in actors:
-            errs.append(f"{where}: field '{fname}': actor {actor!r} is not in the config "
-                        f"(labels.stance.actors: {', '.join(actors)}); add it or fix the name")
+            errs.append(
+                f"{where}: field '{fname}': actor {actor!r} is not in the config "
+                f"(labels.stance.actors: {', '.join(actors)}); add it or fix the name"
+            )
         elif label != NOT_MENTIONED and label not in classes:
-            errs.append(f"{where}: field '{fname}': stance {label!r} for actor {actor!r} is not one of "
-                        f"{', '.join(classes)} (or {NOT_MENTIONED})")
+            errs.append(
+                f"{where}: field '{fname}': stance {label!r} for actor {actor!r} is not one of "
+                f"{', '.join(classes)} (or {NOT_MENTIONED})"
+            )
         else:
             out[actor] = label
     return out

@@ -46,8 +46,15 @@ def score_predictions(meta: dict, records, preds) -> dict:
     return score_arrays(meta, y_topics, topic_pred, gold_stance, [p.stances for p in preds])
 
 
-def evaluate_model_dir(model_dir: Path, data_path: Path, out_dir: Path | None = None, *, batch_size: int = 16,
-                       precision: str = "auto", progress: bool = True) -> dict:
+def evaluate_model_dir(
+    model_dir: Path,
+    data_path: Path,
+    out_dir: Path | None = None,
+    *,
+    batch_size: int = 16,
+    precision: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Score a saved model on a labeled file; writes metrics.json and report.md into ``out_dir``."""
     from sikap.config import config_from_dict
     from sikap.inference.predict import Predictor
@@ -75,21 +82,39 @@ def report_markdown(metrics: dict, title: str) -> str:
     lines = [f"# Evaluation: {title}", ""]
     if "topics" in metrics:
         t = metrics["topics"]
-        lines += [f"## Topics (n={t['n']})", "", f"macro-F1 **{t['macro_f1']:.3f}**, micro-F1 {t['micro_f1']:.3f}", "",
-                  "| topic | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {n} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
-                  for n, v in t["per_label"].items()]
+        lines += [
+            f"## Topics (n={t['n']})",
+            "",
+            f"macro-F1 **{t['macro_f1']:.3f}**, micro-F1 {t['micro_f1']:.3f}",
+            "",
+            "| topic | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+            for n, v in t["per_label"].items()
+        ]
         lines.append("")
     if "stance" in metrics:
         s = metrics["stance"]
         fa = f", F_avg {s['f_avg']:.3f}" if "f_avg" in s else ""
-        lines += [f"## Stance (n={s['n']} labeled article-actor pairs)", "", f"macro-F1 **{s['macro_f1']:.3f}**{fa}", "",
-                  "| actor | n | macro-F1 | F_avg | accuracy |", "|---|---|---|---|---|"]
+        lines += [
+            f"## Stance (n={s['n']} labeled article-actor pairs)",
+            "",
+            f"macro-F1 **{s['macro_f1']:.3f}**{fa}",
+            "",
+            "| actor | n | macro-F1 | F_avg | accuracy |",
+            "|---|---|---|---|---|",
+        ]
         for a, v in s["per_actor"].items():
-            lines.append(f"| {a} | {v['n']} | {v['macro_f1']:.3f} | {v.get('f_avg', float('nan')):.3f} | {v['accuracy']:.3f} |")
+            lines.append(
+                f"| {a} | {v['n']} | {v['macro_f1']:.3f} | {v.get('f_avg', float('nan')):.3f} | {v['accuracy']:.3f} |"
+            )
         lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
-                  for c, v in s["per_class"].items()]
+        lines += [
+            f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+            for c, v in s["per_class"].items()
+        ]
         lines += ["", "Confusion matrix (rows gold, columns predicted):", "", _confusion_md(s["confusion"]), ""]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sikap.config import Config, config_to_dict
+from sikap.model import IGNORE, SikapModel
 from sikap.modeldir import (
     build_model,
     feature_builder,
@@ -26,7 +27,6 @@ from sikap.modeldir import (
     resolve_backbone_spec,
     save_model_dir,
 )
-from sikap.model import IGNORE, SikapModel
 from sikap.text import article_text
 from sikap.training.data import Record, fingerprint, load_records, split_train_dev
 from sikap.training.dataset import ArticleCollator, class_weights, encode_records, topic_pos_weight
@@ -121,8 +121,10 @@ def make_compute_metrics(meta: dict):
         if stance:
             logits, mask, y = outs.pop(0), outs.pop(0), labels.pop(0)
             classes = stance["classes"]
-            guess = [[classes[int(np.argmax(l))] if m else "not_mentioned" for l, m in zip(lr, mr, strict=True)]
-                     for lr, mr in zip(logits, mask, strict=True)]
+            guess = [
+                [classes[int(np.argmax(row))] if m else "not_mentioned" for row, m in zip(lr, mr, strict=True)]
+                for lr, mr in zip(logits, mask, strict=True)
+            ]
             gold = [[classes[int(v)] if v != IGNORE else None for v in row] for row in y]
         m = score_arrays(meta, y_topics, topic_pred, gold, guess)
         flat = {"score": m["score"]}
@@ -261,9 +263,17 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
 
     precision = "bf16" if trainer.args.bf16 else "fp32"
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision)
-    meta.update(config=config_to_dict(cfg), data=data_info, dev_metrics=dev_metrics,
-                training={"seconds": round(seconds, 1), "steps": out.global_step, "precision": precision,
-                          "best_checkpoint": trainer.state.best_model_checkpoint})
+    meta.update(
+        config=config_to_dict(cfg),
+        data=data_info,
+        dev_metrics=dev_metrics,
+        training={
+            "seconds": round(seconds, 1),
+            "steps": out.global_step,
+            "precision": precision,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+        },
+    )
     save_model_dir(trainer.model, tokenizer, meta, cfg.output_dir, dtype=cfg.model.save_dtype)
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(cfg.output_dir / CHECKPOINTS, ignore_errors=True)
@@ -284,5 +294,7 @@ def _warn_unmentioned(examples, log) -> None:
     """Stance labels for actors no alias matches cannot train the stance head: say how many."""
     n = sum(1 for e in examples for k, v in enumerate(e.stance_labels) if v != IGNORE and k not in e.features.stance)
     if n:
-        log(f"note: {n} labeled article-actor pairs have no alias mention and are skipped for the stance loss; "
-            "add aliases to labels.stance.actors to use them")
+        log(
+            f"note: {n} labeled article-actor pairs have no alias mention and are skipped for the stance loss; "
+            "add aliases to labels.stance.actors to use them"
+        )
