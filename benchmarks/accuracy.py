@@ -187,11 +187,15 @@ def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue
 
         hf_logging.set_verbosity_warning()
         start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_SELF)
         cfg = config_from_dict(raw, overrides)
         print(f"overrides: {overrides}")
         res = train(cfg, progress=False, log=print)
         setup_and_train = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        train_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         metrics = evaluate_model_dir(cfg.output_dir, Path(eval_path), cfg.output_dir / "eval", progress=False)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         queue.put({
             "ok": True,
             "train_seconds": res.train_seconds,
@@ -202,7 +206,9 @@ def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue
             "n_dev": res.n_dev,
             "inner_dev_score": res.dev_metrics.get("score"),
             "metrics": metrics,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "setup_and_train_cpu_seconds": train_cpu,
+            "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
             "torch_threads": __import__("torch").get_num_threads(),
         })
     except BaseException as e:  # report the failure to the parent instead of hanging it
@@ -229,6 +235,7 @@ def run_sikap(raw: dict, overrides: list[str], eval_path: Path, log_path: Path) 
                 out = {"ok": False, "error": f"training process exited with code {proc.exitcode}; see {log_path}"}
     proc.join()
     out["wall_seconds"] = time.perf_counter() - start
+    out["load_average_after"] = os.getloadavg()  # (1, 5, 15 min): other work on the machine
     return out
 
 
