@@ -105,7 +105,8 @@ def import_task(task: Task, root: Path, log) -> dict[str, Path]:
         dst = DATA_OUT / (f"{task.name}.jsonl" if split == "all" else f"{task.name}-{split}.jsonl")
         rep = import_dataset(task.kind, src, dst)
         extra = "; ".join(f"{k}: {v}" for k, v in {**rep.dropped, **rep.notes}.items())
-        log(f"  imported {src} -> {dst.relative_to(REPO)}: {rep.written}/{rep.read} rows" + (f" ({extra})" if extra else ""))
+        extra = f" ({extra})" if extra else ""
+        log(f"  imported {src} -> {dst.relative_to(REPO)}: {rep.written}/{rep.read} rows{extra}")
         out[split] = dst
     return out
 
@@ -356,24 +357,26 @@ def summarize(task: Task, runs: list[Run]) -> dict:
         "baseline": base_scores,
         "train_seconds": sum(o.get("train_seconds", 0) for o in ours),
         "wall_seconds": sum(o.get("wall_seconds", 0) for o in ours),
+        "cpu_seconds": sum(o.get("setup_and_train_cpu_seconds", 0) for o in ours),
         "peak_rss_mb": max((o.get("peak_rss_mb", 0) for o in ours), default=0),
         "baseline_seconds": sum(r.results["baseline"]["seconds"] for r in runs),
         "errors": [o.get("error") for o in ours if not o.get("ok")],
     }
 
 
-def mean_std(xs: list[float]) -> str:
+def mean_std(xs: list[float], missing: str = "failed") -> str:
     if not xs:
-        return "failed"
+        return missing
     if len(xs) == 1:
         return f"{xs[0]:.3f}"
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
-def table(summaries: list[dict], quick: bool) -> str:
+def table(summaries: list[dict], quick: bool, skipped: bool = False) -> str:
     lines = [
-        "| task | split | sikap macro-F1 | TF-IDF + LinearSVC | target | met | sikap training time | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | split | sikap macro-F1 | TF-IDF + LinearSVC | target | met | sikap training time (wall) "
+        "| training CPU time | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         task = TASKS[s["task"]]
@@ -381,13 +384,17 @@ def table(summaries: list[dict], quick: bool) -> str:
         if quick:
             split += " (quick subset)"
         ours = statistics.mean(s["ours"]) if s["ours"] else float("nan")
-        met = "yes" if s["ours"] and ours >= task.target else ("—" if quick else "no")
-        t = fmt_time(s["train_seconds"])
-        if task.protocol == "cv" and len(s["ours"]) > 1:
-            t += f" ({len(s['ours'])} folds; {fmt_time(s['train_seconds'] / len(s['ours']))} per fold)"
+        met = "yes" if s["ours"] and ours >= task.target else ("—" if quick or skipped else "no")
+        t, cpu, rss = "—", "—", "—"
+        if s["ours"]:
+            t, cpu, rss = fmt_time(s["train_seconds"]), fmt_time(s["cpu_seconds"]), f"{s['peak_rss_mb'] / 1024:.2f} GiB"
+            if task.protocol == "cv" and len(s["ours"]) > 1:
+                n = len(s["ours"])
+                t += f" ({n} folds, {fmt_time(s['train_seconds'] / n)} per fold)"
+                cpu += f" ({fmt_time(s['cpu_seconds'] / n)} per fold)"
         lines.append(
-            f"| {task.title} | {split} | {mean_std(s['ours'])} | {mean_std(s['baseline'])} | ≥ {task.target:.2f} | "
-            f"{met} | {t} | {s['peak_rss_mb'] / 1024:.2f} GiB |"
+            f"| {task.title} | {split} | {mean_std(s['ours'], 'skipped' if skipped else 'failed')} | "
+            f"{mean_std(s['baseline'])} | ≥ {task.target:.2f} | {met} | {t} | {cpu} | {rss} |"
         )
     return "\n".join(lines)
 
@@ -465,13 +472,15 @@ def main(argv: list[str] | None = None) -> int:
                 run.results["sikap_score"] = sikap_score(task, o["metrics"])
                 log(f"  {run.name}: sikap macro-F1 {run.results['sikap_score']:.3f} "
                     f"(inner dev {o['inner_dev_score']:.3f}; training {fmt_time(o['train_seconds'])}, "
-                    f"{o['steps']} steps; process wall {fmt_time(o['wall_seconds'])}, peak RSS {o['peak_rss_mb']:.0f} MB)")
+                    f"{o['steps']} steps, CPU {fmt_time(o['setup_and_train_cpu_seconds'])}; process wall "
+                    f"{fmt_time(o['wall_seconds'])}, peak RSS {o['peak_rss_mb']:.0f} MB; "
+                    f"5-min load average after {o['load_average_after'][1]:.1f})")
             else:
                 log(f"  {run.name}: sikap FAILED: {o['error']} (log: {out_dir.parent / (run.name + '.log')})")
         summaries.append(summarize(task, runs))
         all_runs[name] = runs
 
-    log("\n" + table(summaries, args.quick))
+    log("\n" + table(summaries, args.quick, args.no_sikap))
     for name, runs in all_runs.items():
         if TASKS[name].protocol == "cv" and not args.no_sikap:
             log(f"\n{TASKS[name].title} per fold:\n\n" + fold_table(TASKS[name], runs))

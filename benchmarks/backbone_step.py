@@ -66,20 +66,19 @@ def make_variant(backbone: str, frozen: bool) -> tuple[Classifier, torch.optim.O
     return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
 
 
-def one_step(model: Classifier, optimizer, batch: dict, bf16: bool) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of all threads) for forward + backward + optimizer step. CPU time
-    hardly changes when other processes compete for the cores, so it is the steadier number there."""
-    start, cpu_start = time.perf_counter(), time.process_time()
+def one_step(model: Classifier, optimizer, batch: dict, bf16: bool) -> float:
+    """Wall seconds for forward + backward + optimizer step."""
+    start = time.perf_counter()
     with autocast(bf16):
         logits = model(batch["input_ids"], batch["attention_mask"])
     loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start, time.process_time() - cpu_start
+    return time.perf_counter() - start
 
 
-def step_times(backbone: str, batch: int, length: int, steps: int) -> dict[str, list[tuple[float, float]]]:
+def step_times(backbone: str, batch: int, length: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step for every variant, taken round-robin (one step of each in turn) so that
     load from other processes on a shared machine hits all variants alike; warm-up step dropped."""
     variants = {name: make_variant(backbone, frozen) for name, (_, frozen) in VARIANTS.items()}
@@ -91,7 +90,7 @@ def step_times(backbone: str, batch: int, length: int, steps: int) -> dict[str, 
         "attention_mask": torch.ones_like(input_ids),
         "labels": torch.randint(0, 7, (batch,), generator=gen),
     }
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(steps + 1):
         for name, (model, optimizer) in variants.items():
             times[name].append(one_step(model, optimizer, data, bf16=VARIANTS[name][0]))
@@ -119,23 +118,20 @@ def report_steps(backbone: str, batch: int, length: int, steps: int) -> None:
         f"backbone {backbone}\nparameters: {total / 1e6:.1f}M, of which word embeddings "
         f"{word / 1e6:.1f}M; threads {torch.get_num_threads()}; batch {batch} x {length} tokens"
     )
-    table = Table("variant", "median s/step", "min", "max", "median CPU s/step", "trainable params")
-    for name, pairs in step_times(backbone, batch, length, steps).items():
-        wall, cpu = [w for w, _ in pairs], [c for _, c in pairs]
+    table = Table("variant", "median s/step", "min", "max", "trainable params")
+    for name, wall in step_times(backbone, batch, length, steps).items():
         trainable = total - (word if VARIANTS[name][1] else 0)
         table.add_row(
             name,
             f"{statistics.median(wall):.2f}",
             f"{min(wall):.2f}",
             f"{max(wall):.2f}",
-            f"{statistics.median(cpu):.2f}",
             f"{trainable / 1e6:.1f}M",
         )
     console.print(table)
-    console.print(
-        f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-        "(above the CPU count, other processes inflated the wall times)"
-    )
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " - other processes competed for the cores: trust the min column" if load > cpus else ""
+    console.print(f"load average after the runs: {load:.1f} on {cpus} CPUs{busy}")
     sizes = saved_sizes(backbone)
     non_embedding_mb = (total - word) * 4 / 1e6
     console.print(

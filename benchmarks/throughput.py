@@ -241,6 +241,8 @@ VARIANTS = {
     "fp32": {"precision": "fp32"},
     "bf16": {"precision": "bf16"},
     "int8": {"precision": "int8"},
+    "unsorted": {"sort": False},
+    "threads1": {},
 }
 
 

@@ -57,6 +57,8 @@ class Predictor:
             or "auto" (bf16 where the CPU has it).
         convert: for bf16/int8, convert the model's weights in place (fastest; what classify does).
             False keeps the weights and uses bf16 autocast (used on the model being trained).
+        sort_by_length: batch windows of similar length together (less padding); False keeps
+            input order (for measuring what sorting buys).
     """
 
     def __init__(
@@ -69,9 +71,11 @@ class Predictor:
         precision: str = "auto",
         device: str = "cpu",
         convert: bool = True,
+        sort_by_length: bool = True,
     ):
         self.model, self.builder, self.meta = model, builder, meta
         self.batch_size = batch_size
+        self.sort_by_length = sort_by_length
         self.device = device
         self.precision = resolve_precision(precision, device)
         if convert and self.precision == "int8":
@@ -123,7 +127,9 @@ class Predictor:
         t_out = torch.zeros((len(ix.topic_win), max(m.n_topics, 1)))
         s_out = torch.zeros((len(ix.stance_win), max(m.n_classes, 1)))
         t_by_win, s_by_win = _by_window(ix.topic_win), _by_window(ix.stance_win)
-        order = sorted(range(len(ix.windows)), key=lambda i: len(ix.windows[i][0]))
+        order = list(range(len(ix.windows)))
+        if self.sort_by_length:
+            order.sort(key=lambda i: len(ix.windows[i][0]))
         for s in range(0, len(order), self.batch_size):
             idx = order[s : s + self.batch_size]
             local = {g: j for j, g in enumerate(idx)}

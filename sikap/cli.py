@@ -89,6 +89,11 @@ def train(
         result = run_train(cfg, resume=resume, progress=progress, log=lambda m: console.print(escape(m)))
     except (DataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
+    except OSError as e:  # e.g. a hub id with no network: say what to do instead
+        fail(
+            f"{e}\nIf the Hugging Face Hub is unreachable, set model.backbone to a local model directory or "
+            "to offline:multilingual-e5-small"
+        )
     console.print(metrics_table(result.dev_metrics, title=f"dev scores ({result.n_dev} records)"))
     console.print(
         f"trained {result.steps} steps on {result.n_train} records in {result.train_seconds:.0f} s; "

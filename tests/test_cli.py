@@ -173,3 +173,11 @@ def test_classify_other_precisions_agree_with_fp32(model_dir, tmp_path, precisio
             continue
         diff = max(abs(a["topic_probs"][k] - b["topic_probs"][k]) for k in a["topic_probs"])
         assert diff < 0.05, (precision, diff)
+
+
+def test_unreachable_hub_backbone_is_a_clear_error(workspace):
+    res = runner.invoke(
+        app, ["train", str(workspace / "cfg.yaml"), "--set", "model.backbone=indobenchmark/indobert-base-p1"]
+    )
+    assert res.exit_code == 1
+    assert "offline:multilingual-e5-small" in res.output
