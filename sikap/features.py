@@ -215,10 +215,14 @@ class FeatureBuilder:
         ]
 
 
-def pad_windows(windows: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad windows to the longest one: input_ids, attention_mask, token_type_ids (n, L)."""
+def pad_windows(windows: Sequence[Window], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad windows to the longest one: input_ids, attention_mask, token_type_ids (n, L).
+
+    ``multiple_of`` rounds L up, so a run sees few distinct shapes (oneDNN builds kernels per shape).
+    """
     n = len(windows)
     width = max((len(w[0]) for w in windows), default=0)
+    width = -(-width // multiple_of) * multiple_of
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
     types = torch.zeros((n, width), dtype=torch.long)
