@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sikap.config import NOT_MENTIONED, Config, DataSection, LabelsSection
+from sikap.inference.readers import repair_text
 
 MAX_REPORTED = 30
 
@@ -143,7 +144,8 @@ def _parse_row(where: str, row: Any, data: DataSection, labels: LabelsSection) -
     stances = _validate_stances(where, row.get(data.stances_field), data, labels, errs)
     if errs:
         return None, errs
-    return Record(rid, str(title), text, topics, stances, where), []
+    # the same repair (mojibake, quotes, NFC) that classify applies to articles it reads
+    return Record(rid, repair_text(str(title))[0], repair_text(text)[0], topics, stances, where), []
 
 
 def _validate_topics(where, value, data: DataSection, labels: LabelsSection, errs: list[str]) -> list[str] | None:
