@@ -80,7 +80,7 @@ TASKS = {
 }
 N_FOLDS = 5
 FOLD_SEED = 0
-QUICK = {"train": 64, "eval": 32, "cv_rows": 60, "folds": 1}
+QUICK = {"train": 48, "eval": 24, "cv_rows": 40, "folds": 1}
 QUICK_OVERRIDES = ["train.epochs=1", "train.patience=0"]
 
 
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"(id-stance: first {QUICK['cv_rows']} rows, fold 1 only), 1 epoch")
     p.add_argument("--configs", type=Path, default=REPO / "configs", help="folder with <task>.yaml")
     p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "benchmarks",
-                   help="model dirs and training logs go to RUNS_DIR/<task>[-foldK]")
+                   help="model dirs and training logs go to RUNS_DIR/<task>[-foldK] (--quick: RUNS_DIR/quick/...)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="dotted config override for every task, e.g. train.epochs=3 (repeatable)")
     p.add_argument("--no-sikap", action="store_true", help="baseline only")
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_sikap:
                 run.results["sikap"] = {"ok": False, "error": "skipped (--no-sikap)"}
                 continue
-            out_dir = args.runs_dir / run.name
+            out_dir = args.runs_dir / ("quick" if args.quick else "") / run.name
             overrides = [f"data.train={run.train}", "data.dev=null", f"data.test={run.eval}", f"output_dir={out_dir}"]
             overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
             o = run_sikap(raw, overrides, run.eval, out_dir.parent / f"{run.name}.log")

@@ -113,7 +113,8 @@ def tiny_config_dict(backbone: Path, train: Path, dev: Path | None, out: Path, *
     if dev is not None:
         data["dev"] = str(dev)
     return {
-        "model": {"backbone": str(backbone), "max_length": 64, "stride": 16, "max_chunks": 4},
+        # pair mode: on this tiny random encoder it learns the synthetic stance task; shared is tested apart
+        "model": {"backbone": str(backbone), "max_length": 64, "stride": 16, "max_chunks": 4, "stance_mode": "pair"},
         "labels": {
             "topics": {"multi_label": False, "names": list(TOPIC_WORDS)},
             "stance": {"actors": [{"name": a, "aliases": al} for a, al in ACTORS.items()]},
