@@ -325,7 +325,8 @@ def run_baseline(task: Task, train_path: Path, eval_path: Path) -> dict:
 
 
 def fmt_time(s: float) -> str:
-    return f"{int(s // 60)}m{int(round(s % 60)):02d}s" if s >= 60 else f"{s:.0f}s"
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def machine_line() -> str:
