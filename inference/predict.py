@@ -148,7 +148,12 @@ class Predictor:
                     pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
                     actor = torch.tensor([ix.stance_actor[t] for t in si])
                     logits = m.stance_item_logits(
-                        hidden, pooled, win.to(self.device), actor.to(self.device), pos.to(self.device)
+                        hidden,
+                        pooled,
+                        win.to(self.device),
+                        actor.to(self.device),
+                        pos.to(self.device),
+                        batch["attention_mask"].to(self.device),
                     )
                     s_out[si] = logits.float().cpu()
         return t_out, s_out

@@ -61,6 +61,13 @@ class ModelSection(_Section):
         "mention tokens (default: on the demo corpus 2.4x fewer tokens and dev stance macro-F1 0.76 vs 0.54 "
         "for pair); pair: encode 'actor [SEP] passage' for each passage that mentions the actor.",
     )
+    stance_pooling: str = Field(
+        "attention",
+        pattern="^(attention|mean)$",
+        description="shared mode: how a stance item sees its window besides the mention tokens. attention: a "
+        "learned per-actor query (plus the mention vector) attends over the window; mean: the window's mean "
+        "vector, the same for every actor.",
+    )
     pooling: str = Field("mean", pattern="^(mean|cls)$", description="Window vector: mean of tokens or [CLS].")
     freeze_word_embeddings: bool = Field(
         False, description="Keep the word-embedding table fixed (faster CPU steps for large vocabularies)."

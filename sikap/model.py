@@ -39,6 +39,7 @@ class SikapModel(nn.Module):
         stance_agg: str,
         pooling: str = "mean",
         stance_mode: str = "pair",
+        stance_pooling: str = "mean",
         dropout: float = 0.1,
     ):
         super().__init__()
@@ -57,6 +58,15 @@ class SikapModel(nn.Module):
             self.stance_head = (
                 nn.Linear(2 * hidden, n_actors * n_classes) if self.shared else nn.Linear(hidden, n_classes)
             )
+        # shared mode, stance_pooling="attention": each stance item also pools its window with a query made of
+        # a learned per-actor vector plus a projection of the mention vector. Both start at zero, so training
+        # starts from plain mean pooling and learns where each actor's sentiment is (aspects without aliases).
+        self.actor_query = self.query_proj = None
+        if n_actors and self.shared and stance_pooling == "attention":
+            self.actor_query = nn.Parameter(torch.zeros(n_actors, hidden))
+            self.query_proj = nn.Linear(hidden, hidden)
+            nn.init.zeros_(self.query_proj.weight)
+            nn.init.zeros_(self.query_proj.bias)
         # loss weights: set by the trainer from training-label frequencies; not saved with the model
         self.register_buffer("topic_weight", torch.ones(max(n_topics, 1)), persistent=False)
         self.register_buffer("stance_weight", torch.ones(max(n_classes, 1)), persistent=False)
@@ -79,15 +89,24 @@ class SikapModel(nn.Module):
         """(m, hidden) window vectors -> (m, n_topics)."""
         return self.topic_head(self.dropout(pooled))
 
-    def stance_item_logits(self, hidden, pooled, win, actor, positions) -> torch.Tensor:
+    def stance_item_logits(self, hidden, pooled, win, actor, positions, attention_mask=None) -> torch.Tensor:
         """Stance logits (s, n_classes) for items = (window ``win``, ``actor``).
 
-        ``positions`` (s, L) marks the actor's mention tokens in the window (shared mode only).
+        ``positions`` (s, L) marks the actor's mention tokens in the window (shared mode only);
+        ``attention_mask`` (n, L) of all windows is needed for attention pooling.
         """
         if not self.shared:
             return self.stance_head(self.dropout(pooled[win]))
-        mention = masked_mean(hidden[win], positions)  # (s, hidden)
-        vec = torch.cat([mention, pooled[win]], dim=-1)  # (s, 2 * hidden)
+        h = hidden[win]  # (s, L, hidden)
+        mention = masked_mean(h, positions)  # (s, hidden)
+        if self.actor_query is None:
+            context = pooled[win]
+        else:
+            query = self.actor_query[actor].to(h.dtype) + self.query_proj(mention)  # (s, hidden)
+            scores = torch.einsum("slh,sh->sl", h, query).float() / h.shape[-1] ** 0.5
+            scores = scores.masked_fill(~attention_mask[win].bool(), torch.finfo(scores.dtype).min)
+            context = torch.einsum("sl,slh->sh", scores.softmax(-1).to(h.dtype), h)
+        vec = torch.cat([mention, context], dim=-1)  # (s, 2 * hidden)
         out = self.stance_head(self.dropout(vec)).view(-1, self.n_actors, self.n_classes)
         return out[torch.arange(out.shape[0], device=out.device), actor]
 
@@ -127,7 +146,9 @@ class SikapModel(nn.Module):
             a, c = self.n_actors, self.n_classes
             present = torch.zeros(b * a, dtype=torch.bool, device=pooled.device)
             if stance_win is not None and stance_win.numel():
-                items = self.stance_item_logits(hidden, pooled, stance_win, stance_actor, stance_positions).float()
+                items = self.stance_item_logits(
+                    hidden, pooled, stance_win, stance_actor, stance_positions, attention_mask
+                ).float()
                 flat = aggregate(items, stance_group, b * a, self.stance_agg)
                 present[stance_group] = True
             else:  # no actor mentioned anywhere in the batch

@@ -76,6 +76,7 @@ def meta_from_config(cfg: Config) -> dict[str, Any]:
             "stance_aggregation": resolve_aggregation(m.stance_aggregation, multi_label=False),
             "pooling": m.pooling,
             "stance_mode": m.stance_mode.value,
+            "stance_pooling": m.stance_pooling,
         },
     }
 
@@ -93,6 +94,7 @@ def build_model(encoder, meta: dict[str, Any]) -> SikapModel:
         stance_agg=ch["stance_aggregation"],
         pooling=ch["pooling"],
         stance_mode=ch.get("stance_mode", "pair"),
+        stance_pooling=ch.get("stance_pooling", "mean"),  # model dirs written before the option: mean
     )
 
 

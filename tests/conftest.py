@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -65,16 +66,22 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def build_tiny_backbone(out: Path) -> Path:
     """A random BertModel (hidden 32, 2 layers) and a WordPiece tokenizer trained on synthetic text."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     corpus = [r["title"] + " " + r["text"] for r in synthetic_records(300, seed=1)]
     corpus += ["Amerika Serikat Ukraina Kyiv Washington berita artikel judul teks"] * 5
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # the vocabulary is built here rather than by the tokenizers trainer, whose output varies from one
+    # process to the next (ties): characters, their ## forms, then the commonest words (ties by spelling)
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for text in corpus for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    pieces = specials + chars + ["##" + c for c in chars]
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in pieces]
+    vocab = {p: i for i, p in enumerate(pieces + words[: max(0, 400 - len(pieces))])}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -98,6 +105,9 @@ def build_tiny_backbone(out: Path) -> Path:
         max_position_embeddings=128,
         type_vocab_size=2,
     )
+    import torch
+
+    torch.manual_seed(0)  # the same random backbone in every test session
     BertModel(config).save_pretrained(out)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import synthetic_records, tiny_config_dict, write_jsonl
 
 from sikap.config import config_from_dict
 from sikap.inference.predict import Predictor
+from sikap.model import SikapModel, masked_mean
 from sikap.modeldir import ModelDirError, load_model_dir
 from sikap.training.data import load_records
 from sikap.training.trainer import train
@@ -140,8 +142,8 @@ def test_shared_stance_mode_learns_and_round_trips(tiny_backbone, tmp_path):
     from sikap.training.evaluate import evaluate_model_dir
 
     fit = evaluate_model_dir(result.output_dir, tr, tmp_path / "eval", progress=False)
-    assert fit["stance"]["macro_f1"] > 0.5
-    assert result.dev_metrics["topics"]["macro_f1"] > 0.6
+    assert fit["stance"]["macro_f1"] > 0.5, fit["stance"]["macro_f1"]
+    assert result.dev_metrics["topics"]["macro_f1"] > 0.6, result.dev_metrics["topics"]["macro_f1"]
     loaded = load_model_dir(result.output_dir)
     assert loaded.meta["chunking"]["stance_mode"] == "shared"
     texts = [r["text"] for r in synthetic_records(6, seed=13, long_every=2)]
@@ -150,3 +152,57 @@ def test_shared_stance_mode_learns_and_round_trips(tiny_backbone, tmp_path):
     feats = loaded.builder.encode(texts)
     assert all(len(f.windows) == len(f.topic) for f in feats)
     assert any(p.stances != ["not_mentioned", "not_mentioned"] for p in preds)
+
+
+def _heads(stance_pooling: str, hidden: int = 8) -> SikapModel:
+    encoder = torch.nn.Module()
+    encoder.config = SimpleNamespace(hidden_size=hidden, type_vocab_size=1)
+    torch.manual_seed(0)
+    return SikapModel(
+        encoder,
+        n_topics=0,
+        n_actors=3,
+        n_classes=3,
+        topic_multi_label=False,
+        topic_agg="mean",
+        stance_agg="mean",
+        stance_mode="shared",
+        stance_pooling=stance_pooling,
+    ).eval()
+
+
+def _items():
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 5, 8)  # 2 windows of 5 tokens
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    pooled = masked_mean(hidden, mask)
+    win, actor = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2])
+    positions = torch.tensor([[0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    return hidden, pooled, win, actor, positions, mask
+
+
+def test_attention_pooling_starts_as_mean_pooling():
+    """Its query starts at zero: uniform attention over the window = the mean-pooled model."""
+    mean, attn = _heads("mean"), _heads("attention")
+    attn.stance_head.load_state_dict(mean.stance_head.state_dict())
+    hidden, pooled, win, actor, positions, mask = _items()
+    expected = mean.stance_item_logits(hidden, pooled, win, actor, positions)
+    got = attn.stance_item_logits(hidden, pooled, win, actor, positions, mask)
+    torch.testing.assert_close(got, expected)
+
+
+def test_attention_pooling_is_per_actor_and_ignores_padding():
+    attn = _heads("attention")
+    hidden, pooled, win, actor, positions, mask = _items()
+    with torch.no_grad():
+        attn.actor_query.normal_(std=3.0)
+    base = attn.stance_item_logits(hidden, pooled, win, actor, positions, mask)
+    # padding positions of window 1 change: nothing may change
+    noisy = hidden.clone()
+    noisy[1, 3:] = 100.0
+    torch.testing.assert_close(attn.stance_item_logits(noisy, pooled, win, actor, positions, mask), base)
+    # the same window and mention seen as another actor gives other logits
+    other = attn.stance_item_logits(hidden, pooled, win, torch.tensor([0, 2, 1]), positions, mask)
+    assert not torch.allclose(other[1:], base[1:])
+    # only the shared mode with attention has the extra parameters
+    assert _heads("mean").actor_query is None
