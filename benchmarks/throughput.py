@@ -151,6 +151,7 @@ def worker_sikap(args) -> dict:
         loaded.meta,
         batch_size=overrides.get("batch_size", 16),
         precision=overrides.get("precision", "auto"),
+        sort_by_length=overrides.get("sort", True),
     )
     from sikap.text import article_text
 
