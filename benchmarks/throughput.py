@@ -231,7 +231,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument(
-        "--variants", default="default,fp32,int8", help="sikap variants: default, fp32, bf16, int8, threads1"
+        "--variants",
+        default="default,fp32,int8",
+        help="sikap variants: default, fp32, bf16, int8, unsorted, batch32, threads1",
     )
     ap.add_argument("--scale", type=int, default=0, help="also run the default on N*SCALE files (memory growth)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
@@ -252,6 +254,7 @@ VARIANTS = {
     "bf16": {"precision": "bf16"},
     "int8": {"precision": "int8"},
     "unsorted": {"sort": False},
+    "batch32": {"batch_size": 32},
     "threads1": {},
 }
 
