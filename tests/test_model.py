@@ -206,3 +206,19 @@ def test_attention_pooling_is_per_actor_and_ignores_padding():
     assert not torch.allclose(other[1:], base[1:])
     # only the shared mode with attention has the extra parameters
     assert _heads("mean").actor_query is None
+
+
+def test_model_dirs_written_before_stance_pooling_load_as_mean():
+    from sikap.modeldir import build_model
+
+    encoder = torch.nn.Module()
+    encoder.config = SimpleNamespace(hidden_size=8, type_vocab_size=1)
+    chunking = {"topic_aggregation": "max", "stance_aggregation": "mean", "pooling": "mean", "stance_mode": "shared"}
+    meta = {
+        "topics": None,
+        "stance": {"classes": ["favor", "against"], "actors": [{"name": "A"}]},
+        "chunking": chunking,
+    }
+    assert build_model(encoder, meta).actor_query is None  # no "stance_pooling" key: the old behaviour
+    attn = build_model(encoder, {**meta, "chunking": {**chunking, "stance_pooling": "attention"}})
+    assert attn.actor_query is not None
