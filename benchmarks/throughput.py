@@ -64,13 +64,26 @@ def article_bodies(data_root: Path | None) -> list[str]:
     return bodies
 
 
-def build_folder(folder: Path, n: int, bodies: list[str]) -> None:
-    """N .txt articles (title line + body), cycling through the bodies with a varied title."""
+def short_bodies() -> list[str]:
+    """The demo corpus's own short articles (about 100-250 words), for a folder of mixed lengths."""
+    return [
+        json.loads(x)["text"]
+        for f in ("train", "dev", "test")
+        for x in (REPO / "examples" / "demo" / f"{f}.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def build_folder(folder: Path, n: int, bodies: list[str], short: list[str] | None = None) -> None:
+    """N .txt articles (title line + body), cycling through the bodies with a varied title.
+
+    With ``short``, every other file in reading order is a short article instead (mixed lengths).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         sub = folder / f"batch{i % 10}"
         sub.mkdir(exist_ok=True)
-        (sub / f"artikel-{i:06d}.txt").write_text(f"Artikel {i}\n{bodies[i % len(bodies)]}", encoding="utf-8")
+        body = short[i % len(short)] if short and (i // 10) % 2 else bodies[i % len(bodies)]
+        (sub / f"artikel-{i:06d}.txt").write_text(f"Artikel {i}\n{body}", encoding="utf-8")
 
 
 # ---------------------------------------------------------------- baseline export
@@ -235,6 +248,7 @@ def main() -> None:
         default="default,fp32,int8",
         help="sikap variants: default, fp32, bf16, int8, unsorted, batch32, threads1",
     )
+    ap.add_argument("--mixed", action="store_true", help="every other article short (a demo article)")
     ap.add_argument("--scale", type=int, default=0, help="also run the default on N*SCALE files (memory growth)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     # worker-only arguments
@@ -263,7 +277,8 @@ def drive(args) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="sikap-throughput-"))
     folder = work / "articles"
     if not folder.exists():
-        build_folder(folder, args.n, article_bodies(args.data_root if args.data_root.exists() else None))
+        bodies = article_bodies(args.data_root if args.data_root.exists() else None)
+        build_folder(folder, args.n, bodies, short_bodies() if args.mixed else None)
     export = work / "baseline-model"
     if not export.exists():
         export_sequence_classifier(args.model_dir, export)
