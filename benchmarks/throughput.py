@@ -50,11 +50,7 @@ def article_bodies(data_root: Path | None) -> list[str]:
             import_dataset("id-stance", csv_path, out)
             return [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()]
     rng = random.Random(0)
-    demo = [
-        json.loads(x)["text"]
-        for f in ("train", "dev", "test")
-        for x in (REPO / "examples" / "demo" / f"{f}.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
+    demo = short_bodies()
     bodies = []
     for _ in range(300):
         target, words = rng.randint(300, 1500), []

@@ -134,9 +134,10 @@ class Predictor:
             idx = order[s : s + self.batch_size]
             local = {g: j for j, g in enumerate(idx)}
             batch = pad_windows([ix.windows[i] for i in idx], self.pad_id)
+            mask = batch["attention_mask"].to(self.device)
             with self.autocast():
                 hidden, pooled = m.encode(
-                    *(batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids"))
+                    batch["input_ids"].to(self.device), mask, batch["token_type_ids"].to(self.device)
                 )
                 ti = [t for w in idx for t in t_by_win.get(w, ())]
                 if ti:
@@ -153,7 +154,7 @@ class Predictor:
                         win.to(self.device),
                         actor.to(self.device),
                         pos.to(self.device),
-                        batch["attention_mask"].to(self.device),
+                        mask,
                     )
                     s_out[si] = logits.float().cpu()
         return t_out, s_out
