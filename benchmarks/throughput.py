@@ -161,6 +161,7 @@ def worker_sikap(args) -> dict:
         batch_size=overrides.get("batch_size", 16),
         precision=overrides.get("precision", "auto"),
         sort_by_length=overrides.get("sort", True),
+        lexical=None if overrides.get("no_lexical") else loaded.lexical,
     )
     from sikap.text import article_text
 

@@ -72,8 +72,10 @@ class Predictor:
         device: str = "cpu",
         convert: bool = True,
         sort_by_length: bool = True,
+        lexical=None,
     ):
         self.model, self.builder, self.meta = model, builder, meta
+        self.lexical = lexical  # sikap.lexical.LexicalModel blended in by meta["blend"], or None
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
         self.device = device
@@ -93,6 +95,17 @@ class Predictor:
         stance = meta.get("stance")
         self.classes = stance["classes"] if stance else []
         self.actors = [a["name"] for a in stance["actors"]] if stance else []
+        # actors added at classify time come after the trained ones and use the model's generic slot
+        self.n_trained_actors = stance.get("n_trained_actors", len(self.actors)) if stance else 0
+        if len(self.actors) > self.n_trained_actors and model.generic_slot is None:
+            raise ValueError(
+                "this model cannot score actors it was not trained on (shared stance mode without a generic "
+                "actor slot; retrain with model.generic_actor: true)"
+            )
+        blend = meta.get("blend") or {}
+        self.blend = {"topics": float(blend.get("topics", 1.0)), "stance": float(blend.get("stance", 1.0))}
+        if lexical is None:
+            self.blend = {"topics": 1.0, "stance": 1.0}
 
     def autocast(self):
         if self.precision == "bf16":
@@ -147,7 +160,7 @@ class Predictor:
                 if si:
                     win = torch.tensor([local[ix.stance_win[t]] for t in si])
                     pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
-                    actor = torch.tensor([ix.stance_actor[t] for t in si])
+                    actor = torch.tensor([self._slot(ix.stance_actor[t]) for t in si])
                     logits = m.stance_item_logits(
                         hidden,
                         pooled,
@@ -159,13 +172,34 @@ class Predictor:
                     s_out[si] = logits.float().cpu()
         return t_out, s_out
 
+    def _slot(self, k: int) -> int:
+        """The model's stance slot for actor ``k`` (added actors share the generic slot)."""
+        return k if k < self.n_trained_actors else self.model.generic_slot
+
+    def probabilities(self, texts: Sequence[str], feats: list | None = None):
+        """Blended topic probs (B, T), stance probs (B, A, C), stance mask (B, A) and the features."""
+        from sikap.lexical import blend
+
+        topic, stance, mask, feats = self.logits(texts, feats)
+        tprobs = self.topic_probs(topic) if topic is not None else None
+        sprobs = torch.softmax(stance, -1).numpy() if stance is not None else None
+        if self.lexical is not None and min(self.blend.values()) < 1.0:
+            lex_t, lex_s = self.lexical.predict(list(texts), len(self.actors))
+            if tprobs is not None and lex_t is not None:
+                tprobs = blend(tprobs, lex_t, self.blend["topics"])
+                if not self.multi_label:
+                    tprobs = tprobs / tprobs.sum(-1, keepdims=True)
+            if sprobs is not None:
+                for k, lp in enumerate(lex_s):
+                    if lp is not None:
+                        sprobs[:, k] = blend(sprobs[:, k], lp, self.blend["stance"])
+        return tprobs, sprobs, mask, feats
+
     def predict(self, texts: Sequence[str], feats: list | None = None) -> list[ArticlePrediction]:
         """Probabilities and labels per article (``feats``: precomputed ``features(texts)``)."""
         if not texts:
             return []
-        topic, stance, mask, feats = self.logits(texts, feats)
-        tprobs = self.topic_probs(topic) if topic is not None else None
-        sprobs = torch.softmax(stance, -1).numpy() if stance is not None else None
+        tprobs, sprobs, mask, feats = self.probabilities(texts, feats)
         out = []
         for b, f in enumerate(feats):
             tp = tprobs[b] if tprobs is not None else None

@@ -69,6 +69,11 @@ class ModelSection(_Section):
         "vector, the same for every actor.",
     )
     pooling: str = Field("mean", pattern="^(mean|cls)$", description="Window vector: mean of tokens or [CLS].")
+    generic_actor: bool = Field(
+        True,
+        description="shared mode: also train an actor-independent stance slot on every actor's examples, "
+        "used for actors added at classify time (`sikap classify --actor`).",
+    )
     freeze_word_embeddings: bool = Field(
         False, description="Keep the word-embedding table fixed (faster CPU steps for large vocabularies)."
     )
@@ -171,6 +176,24 @@ class TrainSection(_Section):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps instead of every epoch.")
     keep_checkpoints: bool = Field(False, description="Keep Trainer checkpoints after a successful run.")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    select: str = Field(
+        "score",
+        pattern="^(score|loss|last)$",
+        description="Which evaluation's weights to keep: score (best dev macro-F1), loss (lowest dev loss: "
+        "smoother than F1 on a small dev set) or last (the end of the schedule).",
+    )
+    lexical: bool = Field(
+        True,
+        description="Also fit a TF-IDF + logistic-regression model on the training records and blend its "
+        "probabilities with the encoder's (saved in the model dir as arrays, no pickle).",
+    )
+    blend_weight: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The encoder's share of the blended probabilities (1 = encoder only); unset: chosen per "
+        "head on dev by log-loss.",
+    )
 
 
 class Config(_Section):

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from sikap.aggregate import aggregate
 
 IGNORE = -100
+GENERIC_LOSS_WEIGHT = 0.5  # the generic actor slot's auxiliary loss, relative to the per-actor loss
 
 
 class SikapModel(nn.Module):
@@ -40,6 +41,7 @@ class SikapModel(nn.Module):
         pooling: str = "mean",
         stance_mode: str = "pair",
         stance_pooling: str = "mean",
+        generic_actor: bool = False,
         dropout: float = 0.1,
     ):
         super().__init__()
@@ -49,6 +51,11 @@ class SikapModel(nn.Module):
         self.topic_multi_label = topic_multi_label
         self.topic_agg, self.stance_agg, self.pooling = topic_agg, stance_agg, pooling
         self.shared = stance_mode == "shared"
+        # shared mode: one more stance slot, index n_actors, trained on every actor's items (an auxiliary
+        # loss) so that actors added at classify time have a classifier; pair mode needs none (the actor
+        # name is in the input)
+        self.generic_actor = bool(generic_actor and n_actors and self.shared)
+        slots = n_actors + int(self.generic_actor)
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, n_topics) if n_topics else None
         self.stance_head = None
@@ -56,14 +63,14 @@ class SikapModel(nn.Module):
             # pair mode: the actor is in the input, one head serves all actors;
             # shared mode: [mention vector; window vector] -> one small classifier per actor
             self.stance_head = (
-                nn.Linear(2 * hidden, n_actors * n_classes) if self.shared else nn.Linear(hidden, n_classes)
+                nn.Linear(2 * hidden, slots * n_classes) if self.shared else nn.Linear(hidden, n_classes)
             )
         # shared mode, stance_pooling="attention": each stance item also pools its window with a query made of
         # a learned per-actor vector plus a projection of the mention vector. Both start at zero, so training
         # starts from plain mean pooling and learns where each actor's sentiment is (aspects without aliases).
         self.actor_query = self.query_proj = None
         if n_actors and self.shared and stance_pooling == "attention":
-            self.actor_query = nn.Parameter(torch.zeros(n_actors, hidden))
+            self.actor_query = nn.Parameter(torch.zeros(slots, hidden))
             self.query_proj = nn.Linear(hidden, hidden)
             nn.init.zeros_(self.query_proj.weight)
             nn.init.zeros_(self.query_proj.bias)
@@ -107,8 +114,15 @@ class SikapModel(nn.Module):
             scores = scores.masked_fill(~attention_mask[win].bool(), torch.finfo(scores.dtype).min)
             context = torch.einsum("sl,slh->sh", scores.softmax(-1).to(h.dtype), h)
         vec = torch.cat([mention, context], dim=-1)  # (s, 2 * hidden)
-        out = self.stance_head(self.dropout(vec)).view(-1, self.n_actors, self.n_classes)
+        out = self.stance_head(self.dropout(vec)).view(vec.shape[0], -1, self.n_classes)
         return out[torch.arange(out.shape[0], device=out.device), actor]
+
+    @property
+    def generic_slot(self) -> int | None:
+        """The stance slot for actors the model was not trained on (None: no such slot)."""
+        if not self.shared:
+            return 0  # pair mode: one head for all actors, the actor is part of the input
+        return self.n_actors if self.generic_actor else None
 
     def forward(
         self,
@@ -157,6 +171,13 @@ class SikapModel(nn.Module):
             out["stance_mask"] = present.view(b, a)
             if stance_labels is not None:
                 loss = _add(loss, self.stance_loss(flat, present, stance_labels.view(-1)))
+                if self.generic_actor and self.training and stance_win is not None and stance_win.numel():
+                    slot = torch.full_like(stance_actor, self.n_actors)
+                    generic = self.stance_item_logits(
+                        hidden, pooled, stance_win, slot, stance_positions, attention_mask
+                    ).float()
+                    flat_g = aggregate(generic, stance_group, b * a, self.stance_agg)
+                    loss = loss + GENERIC_LOSS_WEIGHT * self.stance_loss(flat_g, present, stance_labels.view(-1))
         if loss is not None:
             out = {"loss": loss, **out}
         return out

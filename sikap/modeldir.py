@@ -22,15 +22,9 @@ from sikap.aggregate import resolve_aggregation
 from sikap.config import Config
 from sikap.features import FeatureBuilder
 from sikap.model import SikapModel
+from sikap.modelmeta import META_FILE, PICKLE_FILES, WEIGHTS_FILE, ModelDirError, check_model_dir
 
-META_FILE = "sikap.json"
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_FILES = ("pytorch_model.bin", "model.pt", "model.bin")
 FORMAT_VERSION = 1
-
-
-class ModelDirError(ValueError):
-    """A model directory is missing, incomplete or unsafe to load."""
 
 
 def resolve_backbone_spec(spec: str) -> str:
@@ -46,7 +40,12 @@ def load_tokenizer(source: str | Path):
     """A fast tokenizer (offsets are required for alias matching); never remote code."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+    except Exception as e:  # tokenizers raises its own Exception subclasses for damaged JSON
+        if not Path(source).is_dir():
+            raise
+        raise ModelDirError(f"{source}: the tokenizer files cannot be read ({type(e).__name__}: {e})") from None
     if not getattr(tok, "is_fast", False):
         raise ModelDirError(f"{source}: sikap needs a fast tokenizer (tokenizer.json); got {type(tok).__name__}")
     return tok
@@ -77,6 +76,7 @@ def meta_from_config(cfg: Config) -> dict[str, Any]:
             "pooling": m.pooling,
             "stance_mode": m.stance_mode.value,
             "stance_pooling": m.stance_pooling,
+            "generic_actor": m.generic_actor,
         },
     }
 
@@ -95,6 +95,7 @@ def build_model(encoder, meta: dict[str, Any]) -> SikapModel:
         pooling=ch["pooling"],
         stance_mode=ch.get("stance_mode", "pair"),
         stance_pooling=ch.get("stance_pooling", "mean"),  # model dirs written before the option: mean
+        generic_actor=ch.get("generic_actor", False),  # model dirs written before it: no generic slot
     )
 
 
@@ -130,10 +131,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def save_model_dir(model: SikapModel, tokenizer, meta: dict[str, Any], out_dir: Path, dtype: str = "float32"):
-    """Write weights (safetensors), backbone config, tokenizer and ``sikap.json`` into ``out_dir``."""
+def save_model_dir(
+    model: SikapModel, tokenizer, meta: dict[str, Any], out_dir: Path, dtype: str = "float32", lexical=None
+):
+    """Write weights (safetensors), backbone config, tokenizer, the lexical model (when given) and
+    ``sikap.json`` into ``out_dir``."""
+    from sikap.lexical import LEXICAL_JSON, LEXICAL_WEIGHTS
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (LEXICAL_JSON, LEXICAL_WEIGHTS):  # never keep a stale lexical model from an earlier run
+        (out_dir / name).unlink(missing_ok=True)
+    if lexical is not None:
+        lexical.save(out_dir)
     target = getattr(torch, dtype)
     state = {k: v.detach().to("cpu", target).contiguous() for k, v in model.state_dict().items()}
     tmp = out_dir / (WEIGHTS_FILE + ".tmp")
@@ -146,7 +156,7 @@ def save_model_dir(model: SikapModel, tokenizer, meta: dict[str, Any], out_dir: 
     tokenizer.save_pretrained(out_dir)
     # compact tokenizer.json: a 250k-piece vocabulary pretty-printed is ~17 MB, compact ~9 MB
     tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"), pretty=False)
-    meta = {**meta, "weights_dtype": dtype, "versions": library_versions()}
+    meta = {**meta, "weights_dtype": dtype, "versions": library_versions(), "lexical": lexical is not None}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
@@ -157,34 +167,61 @@ class LoadedModel:
     meta: dict[str, Any]
     builder: FeatureBuilder
     path: Path
+    lexical: Any = None  # sikap.lexical.LexicalModel when the model dir has one
 
 
 def read_meta(model_dir: Path) -> dict[str, Any]:
-    path = Path(model_dir) / META_FILE
-    if not path.is_file():
-        raise ModelDirError(f"{model_dir}: not a sikap model directory (no {META_FILE}); train one with `sikap train`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """``sikap.json`` validated against :class:`sikap.modelmeta.SikapMeta` (older dirs filled in)."""
+    from sikap.modelmeta import read_meta as read_valid_meta
+
+    return read_valid_meta(model_dir)
 
 
 def load_model_dir(model_dir: Path | str, *, allow_pickle: bool = False) -> LoadedModel:
-    """Load a model directory for inference (eval mode, float32, CPU)."""
+    """Load a model directory for inference (eval mode, float32, CPU).
+
+    Every file is checked before torch reads a weight; a damaged or foreign directory raises
+    ModelDirError naming the file, never a library traceback.
+    """
     from transformers import AutoConfig, AutoModel
 
     model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
-    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
-    encoder = AutoModel.from_config(config, trust_remote_code=False)
-    model = build_model(encoder, meta)
-    model.load_state_dict(_read_weights(model_dir, allow_pickle), strict=True)
-    model.float().eval()
+    meta = check_model_dir(model_dir, allow_pickle=allow_pickle)
     tokenizer = load_tokenizer(model_dir)
-    return LoadedModel(model, tokenizer, meta, feature_builder(tokenizer, meta), model_dir)
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+        encoder = AutoModel.from_config(config, trust_remote_code=False)
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        raise ModelDirError(f"{model_dir / 'config.json'}: not a usable backbone config ({e})") from None
+    vocab = encoder.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelDirError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}; "
+            "the tokenizer files belong to another model"
+        )
+    model = build_model(encoder, meta)
+    try:
+        model.load_state_dict(_read_weights(model_dir, allow_pickle), strict=True)
+    except RuntimeError as e:  # missing/unexpected keys or shape mismatch: weights and sikap.json disagree
+        first = str(e).strip().splitlines()
+        raise ModelDirError(
+            f"{model_dir}: the weights do not match sikap.json ({' '.join(x.strip() for x in first[:3])[:300]}); "
+            "the files come from different models"
+        ) from None
+    model.float().eval()
+    lexical = load_lexical(model_dir) if meta.get("lexical") else None
+    return LoadedModel(model, tokenizer, meta, feature_builder(tokenizer, meta), model_dir, lexical)
 
 
 def _read_weights(model_dir: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     weights = model_dir / WEIGHTS_FILE
     if weights.is_file():
-        return {k: v.float() for k, v in load_file(str(weights)).items()}
+        try:
+            return {k: v.float() for k, v in load_file(str(weights)).items()}
+        except Exception as e:  # SafetensorError (header, truncation) is not an OSError subclass
+            raise ModelDirError(
+                f"{weights}: damaged or not a safetensors file ({type(e).__name__}: {e}); copy it again or retrain"
+            ) from None
     pickles = [p for p in PICKLE_FILES if (model_dir / p).is_file()]
     if not pickles:
         raise ModelDirError(f"{model_dir}: no {WEIGHTS_FILE}; the model directory is incomplete")
@@ -194,4 +231,53 @@ def _read_weights(model_dir: Path, allow_pickle: bool) -> dict[str, torch.Tensor
             "code when loaded, so sikap refuses them. Convert it to safetensors, or pass --allow-pickle if "
             "you trust its origin."
         )
-    return torch.load(model_dir / pickles[0], map_location="cpu", weights_only=True)
+    try:
+        return torch.load(model_dir / pickles[0], map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelDirError(f"{model_dir / pickles[0]}: cannot be read as weights ({type(e).__name__}: {e})") from None
+
+
+def load_lexical(model_dir: Path):
+    """The lexical model saved beside the encoder; ModelDirError when its files are missing or damaged."""
+    from sikap.lexical import LexicalModel
+
+    try:
+        return LexicalModel.load(model_dir)
+    except ValueError as e:
+        raise ModelDirError(str(e)) from None
+
+
+def add_actors(loaded: LoadedModel, actors: list[tuple[str, list[str]]]) -> LoadedModel:
+    """The same model with actors it was not trained on appended (``classify --actor``).
+
+    They are scored through the model's actor-independent stance slot (pair mode: the actor name is
+    part of the input; shared mode: the generic slot) and the lexical model's generic head.
+    """
+    if not actors:
+        return loaded
+    stance = loaded.meta.get("stance")
+    if not stance:
+        raise ModelDirError(f"{loaded.path}: the model has no stance task, so it cannot score added actors")
+    known = {a["name"] for a in stance["actors"]}
+    clash = [n for n, _ in actors if n in known]
+    if clash:
+        raise ModelDirError(f"--actor {clash[0]!r}: the model already knows this actor; drop the option")
+    names = [n for n, _ in actors]
+    if len(set(names)) < len(names):
+        raise ModelDirError(f"--actor {sorted(n for n in names if names.count(n) > 1)[0]!r} is given twice")
+    if stance.get("n_trained_actors") is not None:
+        raise ModelDirError("actors were already added to this model")
+    if loaded.model.generic_slot is None:
+        raise ModelDirError(
+            f"{loaded.path}: this model has no actor-independent stance slot (trained before "
+            "model.generic_actor existed, or with it off), so it cannot score new actors; retrain it"
+        )
+    new_stance = {
+        **stance,
+        "actors": stance["actors"] + [{"name": name, "aliases": list(al)} for name, al in actors],
+        "n_trained_actors": len(stance["actors"]),
+        "added_actors": names,
+    }
+    meta = {**loaded.meta, "stance": new_stance}
+    builder = feature_builder(loaded.tokenizer, meta)
+    return LoadedModel(loaded.model, loaded.tokenizer, meta, builder, loaded.path, loaded.lexical)

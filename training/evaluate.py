@@ -65,7 +65,9 @@ def evaluate_model_dir(
     loaded = load_model_dir(model_dir)
     cfg = config_from_dict(loaded.meta["config"])
     records = load_records(Path(data_path), cfg)
-    predictor = Predictor(loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision)
+    predictor = Predictor(
+        loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision, lexical=loaded.lexical
+    )
     preds = predict_records(predictor, records, progress=progress)
     metrics = score_predictions(loaded.meta, records, preds)
     metrics["data"] = {"path": str(data_path), "records": len(records)}

@@ -165,9 +165,9 @@ def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, 
         eval_steps=t.eval_steps,
         save_steps=t.eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="score",
-        greater_is_better=True,
+        load_best_model_at_end=t.select != "last",
+        metric_for_best_model="loss" if t.select == "loss" else "score",
+        greater_is_better=t.select != "loss",
         logging_steps=max(1, t.eval_steps or 10),
         report_to="none",
         remove_unused_columns=False,
@@ -175,7 +175,8 @@ def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, 
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=t.patience)] if t.patience else []
+    # select=last trains the whole schedule: no early stopping
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=t.patience)] if t.patience and t.select != "last" else []
     n_topics = len(meta["topics"]["names"]) if meta.get("topics") else 0
     n_actors = len(meta["stance"]["actors"]) if meta.get("stance") else 0
     return Trainer(
@@ -207,13 +208,61 @@ def predict_records(predictor, records: Sequence[Record], *, chunk: int = 32, pr
     return preds
 
 
-def tune_and_score(model: SikapModel, builder, meta: dict, dev: Sequence[Record], precision: str) -> tuple[dict, dict]:
+def choose_blend(model: SikapModel, builder, meta: dict, lexical, dev: Sequence[Record], precision: str,
+                 fixed: float | None = None) -> dict:
+    """The encoder's share per head in the blend with the lexical model, by dev log-loss (or ``fixed``)."""
+    from sikap.inference.predict import Predictor
+    from sikap.training.dataset import label_arrays
+    from sikap.training.lexical import choose_weight
+
+    out: dict = {"topics": 1.0, "stance": 1.0, "dev_log_loss": {}}
+    topics, stance = meta.get("topics"), meta.get("stance")
+    if fixed is not None:
+        return {**out, "topics": float(fixed), "stance": float(fixed), "chosen_by": "config"}
+    model.eval()
+    predictor = Predictor(model, builder, meta, precision=precision, convert=False)
+    texts = [article_text(r.title, r.text) for r in dev]
+    nt, ns, mask = [], [], []
+    for s in range(0, len(texts), 32):
+        t_, s_, m_, _ = predictor.probabilities(texts[s : s + 32])
+        nt.append(t_), ns.append(s_), mask.append(m_.numpy())
+    lex_t, lex_s = lexical.predict(texts, len(predictor.actors))
+    y_topics, gold = label_arrays(dev, meta)
+    if topics and lex_t is not None and nt[0] is not None:
+        neural = np.concatenate(nt)
+        labeled = y_topics[:, 0] != IGNORE
+        if labeled.any():
+            y = y_topics[labeled]
+            if not topics["multi_label"]:
+                y = y.argmax(1)
+            w, losses = choose_weight(neural[labeled], lex_t[labeled], y, multi_label=topics["multi_label"])
+            out["topics"], out["dev_log_loss"]["topics"] = w, losses
+    if stance and ns and ns[0] is not None:
+        neural, mask_ = np.concatenate(ns), np.concatenate(mask)
+        classes = stance["classes"]
+        pn, pl, y = [], [], []
+        for k, lp in enumerate(lex_s):
+            if lp is None:
+                continue
+            for i, row in enumerate(gold):
+                if row[k] in classes and mask_[i, k]:
+                    pn.append(neural[i, k]), pl.append(lp[i]), y.append(classes.index(row[k]))
+        if y:
+            w, losses = choose_weight(np.array(pn), np.array(pl), np.array(y), multi_label=False)
+            out["stance"], out["dev_log_loss"]["stance"] = w, losses
+    out["chosen_by"] = "dev log-loss"
+    return out
+
+
+def tune_and_score(
+    model: SikapModel, builder, meta: dict, dev: Sequence[Record], precision: str, lexical=None
+) -> tuple[dict, dict]:
     """Dev metrics through the inference path; per-topic thresholds tuned on dev for multi-label topics."""
     from sikap.inference.predict import Predictor
     from sikap.training.dataset import label_arrays
 
     model.eval()
-    predictor = Predictor(model, builder, meta, precision=precision, convert=False)
+    predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical)
     preds = predict_records(predictor, dev)
     topics = meta.get("topics")
     thresholds = None
@@ -225,7 +274,7 @@ def tune_and_score(model: SikapModel, builder, meta: dict, dev: Sequence[Record]
             values = tune_thresholds(probs[labeled], y[labeled])
             thresholds = dict(zip(topics["names"], values, strict=True))
             meta = {**meta, "topics": {**topics, "thresholds": thresholds}}
-            predictor = Predictor(model, builder, meta, precision=precision, convert=False)
+            predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical)
             for p in preds:
                 p.topics = predictor.decide_topics(p.topic_probs)
     return score_predictions(meta, dev, preds), meta
@@ -262,7 +311,21 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     seconds = time.perf_counter() - start
 
     precision = "bf16" if trainer.args.bf16 else "fp32"
-    dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision)
+    lexical = None
+    if cfg.train.lexical:
+        from sikap.training.lexical import fit_lexical
+
+        lexical = fit_lexical(train_recs, meta, seed=cfg.train.seed)
+        if lexical is None:
+            log("note: too few labeled records for the lexical model; the encoder decides alone")
+    if lexical is not None:
+        blend = choose_blend(trainer.model, builder, meta, lexical, dev_recs, precision, cfg.train.blend_weight)
+        meta["blend"] = blend
+        log(f"blend: encoder share topics {blend['topics']:.1f}, stance {blend['stance']:.1f} "
+            f"(lexical model: the rest; {blend['chosen_by']})")
+    dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
+    if lexical is not None and dev_recs:  # the saved lexical model also learns from the dev records
+        lexical = fit_lexical(list(train_recs) + list(dev_recs), meta, seed=cfg.train.seed) or lexical
     meta.update(
         config=config_to_dict(cfg),
         data=data_info,
@@ -274,7 +337,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
             "best_checkpoint": trainer.state.best_model_checkpoint,
         },
     )
-    save_model_dir(trainer.model, tokenizer, meta, cfg.output_dir, dtype=cfg.model.save_dtype)
+    save_model_dir(trainer.model, tokenizer, meta, cfg.output_dir, dtype=cfg.model.save_dtype, lexical=lexical)
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(cfg.output_dir / CHECKPOINTS, ignore_errors=True)
     return TrainResult(cfg.output_dir, dev_metrics, seconds, out.global_step, len(train_recs), len(dev_recs))
