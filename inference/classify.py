@@ -1,13 +1,19 @@
 """`sikap classify`: a folder of articles -> exactly one output record per article.
 
 Records are written in input order, appended and flushed (fsync) after every batch, so a
-crash loses at most the batch in flight; ``resume=True`` drops a torn last line, skips the
+crash loses at most the batch in flight; ``resume=True`` drops a torn last record, skips the
 ids already written and completes the file, giving the same result as an uninterrupted run.
+
+:func:`open_output` does every check of the output before any model is loaded: it takes an
+exclusive lock (``OUTPUT.lock``, flock) so two runs never write one file, refuses an output
+that is the input or is not a classify output (``--overwrite`` never deletes an article), and
+makes the output known to the folder walk so it is never read back as articles.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -17,11 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sikap.inference.predict import ArticlePrediction, Predictor
-from sikap.inference.readers import ArticleInput, ScanStats, iter_articles
+from sikap.inference.readers import ArticleInput, ScanStats, iter_articles, printable
 from sikap.text import article_text
 
+# the first columns of every CSV output, and the keys of every JSONL record
+RECORD_HEAD = ("id", "source", "line", "title", "error")
 
-class OutputExistsError(FileExistsError):
+
+class OutputError(ValueError):
+    """The output cannot be used as asked: it is the input, locked, damaged or not a classify output."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """The output file exists and neither resume nor overwrite was asked for."""
 
 
@@ -77,7 +90,18 @@ def _base_record(art: ArticleInput) -> dict:
         rec["warnings"] = list(art.warnings)
     if art.meta:
         rec["meta"] = art.meta
-    return rec
+    return _valid_unicode(rec)
+
+
+def _valid_unicode(value):
+    """Strings made writable as UTF-8 (a lone surrogate would crash the write of the whole batch)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_unicode(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- writers
@@ -88,16 +112,43 @@ class JsonlWriter:
 
     def __init__(self, path: Path, predictor: Predictor):
         self.path = path
+        self.predictor = predictor
 
-    def done_ids(self) -> list[str]:
-        """Ids already written; a torn last line (crash mid-write) is cut off first."""
-        _truncate_torn_tail(self.path)
-        ids = []
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    ids.append(json.loads(line)["id"])
-        return ids
+    @staticmethod
+    def done_ids(path: Path) -> tuple[list[str], dict | None]:
+        """Ids already written and the first prediction record; a torn last line is cut off first."""
+        _truncate_at(path, _last_newline(path.read_bytes()))
+        ids, sample = [], None
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    ids.append(rec["id"])
+                except (ValueError, KeyError, TypeError):
+                    raise OutputError(
+                        f"{path} line {n} is not a classify record (edited or damaged); remove that line, "
+                        "or start again with --overwrite"
+                    ) from None
+                if sample is None and rec.get("error") is None:
+                    sample = rec
+        return ids, sample
+
+    def check_compatible(self, sample: dict | None) -> None:
+        """The records already written came from a model with the same topics and actors."""
+        if sample is None:
+            return
+        p = self.predictor
+        topics = sorted(sample.get("topic_probs") or {}) if "topic_probs" in sample else None
+        actors = sorted(sample.get("stances") or {}) if "stances" in sample else None
+        want_topics = sorted(p.topic_names) if p.topic_names else None
+        want_actors = sorted(p.actors) if p.actors else None
+        if (topics, actors) != (want_topics, want_actors):
+            raise OutputError(
+                f"{self.path} was written by a model with other labels (topics {topics}, actors {actors}; "
+                f"this model: {want_topics}, {want_actors}); resume it with that model or choose another -o"
+            )
 
     def format(self, records: list[dict]) -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -115,10 +166,31 @@ class CsvWriter:
         for a in predictor.actors:
             self.columns += [f"stance:{a}"] + [f"stance:{a}:{c}" for c in predictor.classes]
 
-    def done_ids(self) -> list[str]:
-        _truncate_torn_tail(self.path)
-        with self.path.open(encoding="utf-8", newline="") as f:
-            return [row["id"] for row in csv.DictReader(f)]
+    @staticmethod
+    def done_ids(path: Path) -> tuple[list[str], list[str]]:
+        """Ids already written and the header; a torn last record is cut off first.
+
+        The cut is at the last line end outside quotes: a crash inside a quoted multi-line
+        title leaves an open quote, and cutting at its last newline would swallow what follows.
+        """
+        _truncate_at(path, _last_csv_record_end(path.read_bytes()))
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        header = rows[0] if rows else []
+        for n, row in enumerate(rows[1:], 2):
+            if len(row) != len(header):
+                raise OutputError(
+                    f"{path} record {n} has {len(row)} fields, the header {len(header)} (edited or damaged); "
+                    "start again with --overwrite"
+                )
+        return [row[0] for row in rows[1:]], header
+
+    def check_compatible(self, header: list[str]) -> None:
+        if header and header != self.columns:
+            raise OutputError(
+                f"{self.path} has other columns than this model writes (written by another model?); "
+                "resume it with that model or choose another -o"
+            )
 
     def format(self, records: list[dict]) -> str:
         buf = io.StringIO()
@@ -141,20 +213,218 @@ class CsvWriter:
         return row
 
 
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut the file back to its last newline (a crash can leave a half-written last record)."""
-    with path.open("rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
+def _last_newline(data: bytes) -> int:
+    """Length of ``data`` up to its last newline (a crash can leave a half-written last line)."""
+    return data.rfind(b"\n") + 1
+
+
+def _last_csv_record_end(data: bytes) -> int:
+    """Length of ``data`` up to the last newline outside a quoted field.
+
+    The csv module doubles quotes inside quoted fields, so a newline ends a record exactly
+    when the number of quote characters before it is even.
+    """
+    end, quotes, pos = 0, 0, 0
+    for line in data.split(b"\n")[:-1]:
+        pos += len(line) + 1
+        quotes += line.count(b'"')
+        if quotes % 2 == 0:
+            end = pos
+    return end
+
+
+def _truncate_at(path: Path, end: int) -> None:
+    if end != path.stat().st_size:
+        with path.open("rb+") as f:
             f.truncate(end)
 
 
 def _append(path: Path, text: str) -> None:
-    with path.open("a", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with path.open("a", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # disk full, removed drive: the run cannot go on, and --resume completes it
+        raise OutputError(f"cannot write {path}: {e.strerror or e}; fix that and run again with --resume") from None
+
+
+# ---------------------------------------------------------------- the output file
+
+
+class OutputLock:
+    """An exclusive flock on ``OUTPUT.lock`` held for the whole run.
+
+    The lock file is removed on release while still locked; a run that opened the old file
+    meanwhile notices that the path now names another file and locks that one instead. After
+    kill -9 the file stays, unlocked, and the next run takes it.
+    """
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.path = output.with_name(output.name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        while self.fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OutputError(
+                    f"{self.output} is being written by another sikap classify (pid {holder}, lock {self.path}); "
+                    "wait for it to finish, or choose another -o"
+                ) from None
+            if self._names(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self.fd = fd
+            else:
+                os.close(fd)
+
+    def _names(self, fd: int) -> bool:
+        """True when the lock path still names the file ``fd`` locked (not unlinked meanwhile)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def key(self) -> tuple[int, int]:
+        st = os.fstat(self.fd)
+        return st.st_dev, st.st_ino
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclass
+class OutputTarget:
+    """A locked, checked output file: the ids already in it and files the walk must not read."""
+
+    path: Path
+    fmt: str
+    lock: OutputLock
+    done: set[str] = field(default_factory=set)
+    existing: object = None  # JSONL: the first prediction record; CSV: the header (model check)
+    exclude: frozenset = frozenset()
+    created: bool = False
+
+    def close(self) -> None:
+        """Release the lock; an output this run created but never wrote to is removed."""
+        if self.created and self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()
+        self.lock.release()
+
+    def __enter__(self) -> OutputTarget:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_inputs(inputs: Path) -> None:
+    """The input folder (or file) can be read; per-file problems become error records later."""
+    inputs = Path(inputs)
+    if not inputs.exists():
+        raise OutputError(f"{inputs}: no such file or folder")
+    if not os.access(inputs, os.R_OK | (os.X_OK if inputs.is_dir() else 0)):
+        raise OutputError(f"{inputs}: permission denied; sikap needs to read it")
+
+
+def open_output(inputs: Path, output: Path, *, fmt: str = "jsonl", resume: bool = False,
+                overwrite: bool = False) -> OutputTarget:
+    """Check and lock ``output`` for a run over ``inputs``; no model is needed (fails in a second).
+
+    Raises OutputError (or OutputExistsError) with a one-line reason and the fix.
+    """
+    inputs, output = Path(inputs), Path(output)
+    if resume and overwrite:
+        raise OutputError("--resume and --overwrite exclude each other")
+    if output.is_dir():
+        raise OutputError(f"{output} is a folder; -o names the output file, e.g. {output / 'predictions.jsonl'}")
+    if inputs.is_file() and output.exists() and os.path.samefile(inputs, output):
+        raise OutputError(f"{output} is the input file; write the predictions to another file")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the folder of {output}: {e.strerror or e}") from None
+    lock = OutputLock(output)
+    lock.acquire()
+    try:
+        target = OutputTarget(output, fmt, lock, created=not output.exists())
+        _take_over_existing(target, inputs, resume=resume, overwrite=overwrite)
+        output.touch()  # from now on the walk can recognise the output by its inode
+        st = output.stat()
+        target.exclude = frozenset({(st.st_dev, st.st_ino), lock.key()})
+    except BaseException:
+        lock.release()
+        raise
+    return target
+
+
+def _take_over_existing(target: OutputTarget, inputs: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse, empty or read back an existing output file."""
+    path = target.path
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if not (resume or overwrite):
+        raise OutputExistsError(f"{path} exists; pass --resume to complete it or --overwrite to replace it")
+    kind = sniff_output(path)
+    if kind is None:
+        inside = _is_within(path, inputs)
+        raise OutputError(
+            f"{path} exists and is not a sikap classify output"
+            + (" (it is an article file under the input folder)" if inside else "")
+            + f"; --{'resume' if resume else 'overwrite'} only continues or replaces a file classify wrote, "
+            "so choose another -o"
+        )
+    if kind != target.fmt:
+        raise OutputError(f"{path} holds {kind} records, not {target.fmt}; pass --format {kind} or another -o")
+    if overwrite:
+        with path.open("wb"):
+            pass
+        return
+    reader = CsvWriter if kind == "csv" else JsonlWriter
+    try:
+        ids, target.existing = reader.done_ids(path)
+    except UnicodeDecodeError as e:
+        raise OutputError(
+            f"{path}: not UTF-8 at byte {e.start} (edited or damaged); start again with --overwrite"
+        ) from None
+    target.done = set(ids)
+
+
+def sniff_output(path: Path) -> str | None:
+    """"csv" or "jsonl" when ``path`` starts the way classify writes its output, else None."""
+    with path.open("rb") as f:
+        head = f.read(1 << 20)
+    first, newline, _ = head.partition(b"\n")
+    first = first.rstrip(b"\r")
+    csv_head = ",".join(RECORD_HEAD).encode()
+    if first.startswith(csv_head) or (not newline and csv_head.startswith(first)):
+        return "csv"
+    try:
+        rec = json.loads(first)
+    except ValueError:  # a torn first record (crash during the first write)
+        torn = not newline and first.startswith(b'{"id": ') and b'"source": ' in first
+        return "jsonl" if torn else None
+    return "jsonl" if isinstance(rec, dict) and all(k in rec for k in RECORD_HEAD) else None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- the loop
@@ -216,23 +486,29 @@ def classify_folder(
     batch_articles: int = 32,
     reader_options: dict | None = None,
     on_progress=None,
+    target: OutputTarget | None = None,
 ) -> ClassifySummary:
-    """Classify every article under ``inputs`` into ``output`` (JSONL or CSV)."""
-    writer = (CsvWriter if fmt == "csv" else JsonlWriter)(output, predictor)
-    summary = ClassifySummary(output=output)
-    done: set[str] = set()
-    if output.exists() and output.stat().st_size > 0:
-        if resume:
-            done = set(writer.done_ids())
-            summary.resumed = len(done)
-        elif overwrite:
-            output.unlink()
-        else:
-            raise OutputExistsError(f"{output} exists; pass --resume to complete it or --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    """Classify every article under ``inputs`` into ``output`` (JSONL or CSV).
+
+    ``target``: an output already checked and locked by :func:`open_output` (the CLI does that
+    before loading the model); without it the output is opened here. Either way the lock is
+    released at the end.
+    """
+    target = target or open_output(inputs, output, fmt=fmt, resume=resume, overwrite=overwrite)
+    with target:
+        return _classify_into(predictor, inputs, target, batch_articles, reader_options, on_progress)
+
+
+def _classify_into(predictor, inputs, target: OutputTarget, batch_articles, reader_options, on_progress):
+    output, done = target.path, target.done
+    writer = (CsvWriter if target.fmt == "csv" else JsonlWriter)(output, predictor)
+    if done:
+        writer.check_compatible(target.existing)
+    summary = ClassifySummary(output=output, resumed=len(done))
     stats = ScanStats()
     start = time.perf_counter()
-    todo = (a for a in iter_articles(inputs, stats=stats, **(reader_options or {})) if a.id not in done)
+    articles = iter_articles(inputs, stats=stats, exclude=target.exclude, **(reader_options or {}))
+    todo = (a for a in articles if a.id not in done)
     for prepared in prefetch(prepare_batch(b, predictor) for b in batched(todo, batch_articles)):
         records = classify_batch(prepared, predictor)
         _append(output, writer.format(records))

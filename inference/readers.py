@@ -48,6 +48,7 @@ import trafilatura
 
 ARTICLE_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".html", ".htm")
 HIDDEN = "(hidden)"
+EXCLUDED = "(output)"  # the run's own output and lock file, when they lie under the input folder
 
 # looks_binary inspects this many leading bytes, as git does with its 8000-byte probe.
 _BINARY_PROBE = 8192
@@ -279,6 +280,27 @@ def _cut_at_char_boundary(data: bytes) -> bytes:
 # ---------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates become ``\\xNN`` / ``\\uNNNN`` escapes.
+
+    A file name that is not valid UTF-8 (a byte ``\\xff`` from an old Windows disk) comes from
+    the OS with the byte as surrogate U+DCFF; a JSON string may hold ``"\\ud800"``. Neither can
+    be written as UTF-8, so names and ids show the byte instead (``berita-\\xff.txt``),
+    the same way on every run so ``--resume`` recognises them.
+    """
+    if not _SURROGATE_RE.search(text):
+        return text
+
+    def escape(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+    return _SURROGATE_RE.sub(escape, text)
 
 
 def _error(rid: str, source: str, reason: str, *, line: int | None = None,
@@ -535,7 +557,7 @@ def _record_from_object(obj: object, rid: str, source: str, line: int | None, fi
                       warnings=warnings, meta=meta)
     user_id = obj.get(fields.id) if fields.id else None
     if isinstance(user_id, (str, int, float)) and not isinstance(user_id, bool):
-        meta["user_id"] = str(user_id)
+        meta["user_id"] = printable(str(user_id))
     raw_text = obj.get(fields.text)
     if not isinstance(raw_text, str) or not raw_text.strip():
         return _error(rid, source, _text_field_problem(obj, fields.text), line=line,
@@ -657,13 +679,14 @@ def _suffix(name: str) -> str:
     return Path(name).suffix.lower()
 
 
-def _walk(root: Path, stats: ScanStats) -> Iterator[_Found | ArticleInput]:
+def _walk(root: Path, stats: ScanStats, exclude: frozenset = frozenset()) -> Iterator[_Found | ArticleInput]:
     """Article files under ``root`` in sorted order, or error records for links and folders.
 
     Depth-first with names sorted by code point, so the order is that of the sorted
     path components. Directory symlinks are followed; one pointing back to a directory
     on its own path (same device and inode, i.e. same real path) is a loop and becomes
     an error record. An explicit stack keeps deep trees clear of the recursion limit.
+    Files whose (device, inode) is in ``exclude`` are skipped and counted as ``"(output)"``.
     """
     root_stat = os.stat(root)
     stack = [(_list_dir(root, "", stats), "", {(root_stat.st_dev, root_stat.st_ino): "."})]
@@ -676,13 +699,13 @@ def _walk(root: Path, stats: ScanStats) -> Iterator[_Found | ArticleInput]:
         if isinstance(entry, ArticleInput):
             yield entry
             continue
-        rel, path = prefix + entry, Path(root, prefix, entry)
-        item = _classify(rel, path, stats)
+        rel, path = prefix + printable(entry), Path(root, prefix, entry)
+        item = _classify(rel, path, stats, exclude)
         if isinstance(item, os.stat_result):  # a directory, maybe through a symlink
             key = (item.st_dev, item.st_ino)
             if key in ancestors:
                 yield _error(rel, rel, f"symlink loop: '{rel}' points back to '{ancestors[key]}' "
-                                       f"({os.path.realpath(path)}); not followed")
+                                       f"({printable(os.path.realpath(path))}); not followed")
             else:
                 stack.append((_list_dir(path, rel + "/", stats), rel + "/", {**ancestors, key: rel}))
         elif item is not None:
@@ -704,7 +727,8 @@ def _list_dir(path: Path, prefix: str, stats: ScanStats) -> Iterator[str | Artic
     return iter(visible)
 
 
-def _classify(rel: str, path: Path, stats: ScanStats) -> os.stat_result | _Found | ArticleInput | None:
+def _classify(rel: str, path: Path, stats: ScanStats,
+              exclude: frozenset = frozenset()) -> os.stat_result | _Found | ArticleInput | None:
     """A directory's stat, an article file, an error record, or None (skipped and counted)."""
     suffix = _suffix(path.name)
     wanted = suffix in _READERS
@@ -714,6 +738,9 @@ def _classify(rel: str, path: Path, stats: ScanStats) -> os.stat_result | _Found
         return _stat_failure(rel, path, exc, wanted, stats, suffix)
     if stat.S_ISDIR(st.st_mode):
         return st
+    if (st.st_dev, st.st_ino) in exclude:
+        stats.skipped[EXCLUDED] += 1
+        return None
     if not wanted:
         stats.skipped[suffix] += 1
         return None
@@ -745,7 +772,7 @@ def _stat_failure(rel: str, path: Path, exc: OSError, wanted: bool, stats: ScanS
 def _readlink(path: Path) -> str:
     """A symlink's target as written, or "?" if it vanished meanwhile."""
     try:
-        return os.readlink(path)
+        return printable(os.readlink(path))
     except OSError:
         return "?"
 
@@ -757,14 +784,16 @@ def _readlink(path: Path) -> str:
 
 def iter_articles(root: Path, *, text_field: str = "text", title_field: str = "title",
                   id_field: str | None = "id", max_bytes: int = 5_000_000,
-                  stats: ScanStats | None = None) -> Iterator[ArticleInput]:
+                  stats: ScanStats | None = None,
+                  exclude: Iterable[tuple[int, int]] = ()) -> Iterator[ArticleInput]:
     """Yield one record per article under ``root`` (a folder, or a single file).
 
     Records come in sorted path order and are deterministic. ``text_field``,
     ``title_field`` and ``id_field`` name the JSON fields (the user's id goes to
     ``meta["user_id"]``; record ids are always path-based so they stay stable).
     ``max_bytes`` caps what is read per file (per line for JSONL). ``stats``, if given,
-    is filled while iterating. Raises FileNotFoundError at once if ``root`` is missing;
+    is filled while iterating. ``exclude`` holds (st_dev, st_ino) pairs of files never to read
+    (classify's own output). Raises FileNotFoundError at once if ``root`` is missing;
     every per-file problem becomes an error record instead of an exception.
     """
     root = Path(root)
@@ -773,12 +802,14 @@ def iter_articles(root: Path, *, text_field: str = "text", title_field: str = "t
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
     fields = _Fields(text=text_field, title=title_field, id=id_field)
-    return _iter_records(root, fields, max_bytes, stats if stats is not None else ScanStats())
+    stats = stats if stats is not None else ScanStats()
+    return _iter_records(root, fields, max_bytes, stats, frozenset(exclude))
 
 
-def _iter_records(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats) -> Iterator[ArticleInput]:
+def _iter_records(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats,
+                  exclude: frozenset) -> Iterator[ArticleInput]:
     """The generator behind :func:`iter_articles`, counting into ``stats``."""
-    for record in _iter_all(root, fields, max_bytes, stats):
+    for record in _iter_all(root, fields, max_bytes, stats, exclude):
         if record.error is None:
             stats.articles += 1
         else:
@@ -786,24 +817,45 @@ def _iter_records(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats)
         yield record
 
 
-def _iter_all(root: Path, fields: _Fields, max_bytes: int,
-                         stats: ScanStats) -> Iterator[ArticleInput]:
+def _iter_all(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats,
+              exclude: frozenset) -> Iterator[ArticleInput]:
     """Records from the walk (or from the single file), before counting."""
     if root.is_dir():
-        found: Iterable[_Found | ArticleInput] = _walk(root, stats)
+        found: Iterable[_Found | ArticleInput] = _walk(root, stats, exclude)
     else:
         found = [_single_file(root)]
     for item in found:
         if isinstance(item, ArticleInput):
             yield item
+        elif _is_classify_output(item.path):
+            stats.skipped[EXCLUDED] += 1
         else:
             stats.files += 1
             yield from _read_found(item, fields, max_bytes)
 
 
+_OUTPUT_KEYS = ("id", "source", "line", "title", "error")
+
+
+def _is_classify_output(path: Path) -> bool:
+    """A JSONL file whose first line is a record ``sikap classify`` wrote (an earlier run's output).
+
+    Reading it as articles would classify predictions; it is skipped and counted as "(output)".
+    """
+    if _suffix(path.name) != ".jsonl":
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline(1 << 16))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (isinstance(first, dict) and all(k in first for k in _OUTPUT_KEYS)
+            and ("n_windows" in first or first.get("error") is not None))
+
+
 def _single_file(path: Path) -> _Found | ArticleInput:
     """A root that is one file; an unsupported extension is an error, since it was asked for."""
-    name = path.name
+    name = printable(path.name)
     if _suffix(name) not in _READERS:
         supported = " ".join(ARTICLE_SUFFIXES)
         reason = f"unsupported file type '{_suffix(name) or name}'; expected one of {supported}"

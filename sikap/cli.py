@@ -193,18 +193,26 @@ def classify(
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
     import torch
 
-    from sikap.inference.classify import OutputExistsError, classify_folder
+    from sikap.inference.classify import OutputError, check_inputs, classify_folder, open_output
     from sikap.inference.predict import Predictor
     from sikap.modeldir import ModelDirError, load_model_dir
+    from sikap.modelmeta import check_model_dir
 
     if resume and overwrite:
         fail("--resume and --overwrite exclude each other")
     if threads:
         torch.set_num_threads(threads)
     fmt = fmt or (OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.jsonl)
+    try:  # the user's mistakes first, in a second: model files, input, output (locked from here on)
+        check_model_dir(model_dir, allow_pickle=allow_pickle)
+        check_inputs(inputs)
+        target = open_output(inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite)
+    except (ModelDirError, OutputError) as e:
+        fail(str(e))
     try:
         loaded = load_model_dir(model_dir, allow_pickle=allow_pickle)
     except ModelDirError as e:
+        target.close()
         fail(str(e))
     predictor = Predictor(loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision.value)
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
@@ -221,9 +229,10 @@ def classify(
                 batch_articles=batch_articles,
                 reader_options=reader_options,
                 on_progress=tick,
+                target=target,
             ),
         )
-    except OutputExistsError as e:
+    except OutputError as e:
         fail(str(e))
     skipped = sum(summary.skipped.values())
     skipped_txt = f", {skipped} non-article files skipped ({_fmt_counts(summary.skipped)})" if skipped else ""
