@@ -77,11 +77,12 @@ def train(
 ) -> None:
     """Fine-tune a model from CONFIG and save a self-contained model directory."""
     from sikap.config import ConfigError, load_config
-    from sikap.training.data import DataError
+    from sikap.training.data import DataError, check_data_files
 
     try:
         cfg = load_config(config, set_)
-    except ConfigError as e:
+        check_data_files(cfg)  # every problem of every data file at once, before the backbone loads
+    except (ConfigError, DataError) as e:
         fail(str(e))
     from sikap.training.trainer import train as run_train
 
@@ -307,14 +308,21 @@ def check_config(
     config: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML training config.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Dotted override (repeatable).")] = None,
 ) -> None:
-    """Validate CONFIG (with overrides) and print the resolved config as JSON."""
+    """Validate CONFIG (with overrides) and every data file it names; print the resolved config as JSON.
+
+    Exits 1 listing every problem (config fields, then file, line, field and fix for the data).
+    """
     from sikap.config import ConfigError, config_to_dict, load_config
+    from sikap.training.data import DataError, check_data_files
 
     try:
         cfg = load_config(config, set_)
-    except ConfigError as e:
+        splits = check_data_files(cfg)
+    except (ConfigError, DataError) as e:
         fail(str(e))
     console.print_json(json.dumps(config_to_dict(cfg)))
+    counts = ", ".join(f"{name} {len(recs)} records" for name, recs in splits.items())
+    err_console.print(f"config and data are valid: {counts}")
 
 
 _mount_subapps()

@@ -15,6 +15,7 @@ from sikap.config import config_from_dict
 from sikap.training.data import (
     DataError,
     Record,
+    check_data_files,
     fingerprint,
     load_records,
     parse_records,
@@ -354,3 +355,79 @@ def test_fingerprint_matches_hashlib(tmp_path):
     assert fp == {"path": str(path), "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
     path.write_bytes(payload + b"\n")
     assert fingerprint(path)["sha256"] != fp["sha256"]
+
+
+# ---------------------------------------------------------------- every problem of every file at once
+
+
+def test_a_broken_json_line_does_not_hide_the_other_problems(tmp_path):
+    path = write_lines(tmp_path / "t.jsonl", ["{bad", rec(id="a", stances={"NATO": "agianst"}), rec(id="b", text="")])
+    with pytest.raises(DataError) as excinfo:
+        load_records(path, make_cfg())
+    lines = problem_lines(excinfo)
+    assert [line.split(": ")[0] for line in lines] == [f"{path} line 1", f"{path} line 2", f"{path} line 3"]
+    assert "invalid JSON" in lines[0] and "stance 'agianst'" in lines[1] and "field 'text'" in lines[2]
+
+
+def test_non_utf8_data_names_file_and_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(rec(id="a").encode() + b'\n{"id": "b", "text": "caf\xe9"}\n')  # cp1252 e-acute
+    with pytest.raises(DataError) as excinfo:
+        load_records(path, make_cfg())
+    (line,) = problem_lines(excinfo)
+    assert line.startswith(f"{path} line 2: not valid UTF-8 (byte 0xe9 at column ")
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_bytes(b"id,text\na,satu\nb,caf\xe9\n")
+    with pytest.raises(DataError, match=r"t.csv line 3: not valid UTF-8 \(byte 0xe9"):
+        load_records(csv_path, make_cfg())
+
+
+def test_unparsable_csv_and_empty_file_are_problems_not_tracebacks(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="empty.jsonl: no records"):
+        load_records(empty, make_cfg())
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="bad.parquet: cannot be read as parquet"):
+        load_records(bad, make_cfg())
+
+
+def _config_with(tmp_path, train, dev=None, test=None):
+    data = {"train": str(train)}
+    data.update({k: str(v) for k, v in (("dev", dev), ("test", test)) if v is not None})
+    return make_cfg(data=data)
+
+
+def test_check_data_files_reports_every_file_at_once(tmp_path):
+    train = write_lines(tmp_path / "train.jsonl", [rec(id="a"), "{bad"])
+    dev = write_lines(tmp_path / "dev.jsonl", [rec(id="d", topics=["politik"]), rec(id="a")])
+    test = tmp_path / "test.jsonl"  # named but missing
+    with pytest.raises(DataError) as excinfo:
+        check_data_files(_config_with(tmp_path, train, dev, test))
+    where = [line.split(": ")[0] for line in problem_lines(excinfo)]
+    assert where == [f"{train} line 2", f"{dev} line 1", f"{dev} line 2", str(test)]
+    assert "also in the train file" in problem_lines(excinfo)[2]
+    good = check_data_files(_config_with(tmp_path, write_lines(tmp_path / "ok.jsonl", [rec(id="a")])))
+    assert [r.id for r in good["train"]] == ["a"]
+
+
+def test_check_config_reads_the_data_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from sikap.cli import app
+
+    train = write_lines(tmp_path / "train.jsonl", [rec(id="a", stances={"NATO": "agianst"})])
+    dev = write_lines(tmp_path / "dev.jsonl", ["{bad"])
+    cfg = {"labels": {"topics": {"names": TOPICS}, "stance": {"actors": [{"name": "NATO"}]}},
+           "data": {"train": str(train), "dev": str(dev)}}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    res = CliRunner().invoke(app, ["check-config", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 1
+    text = "".join(res.output.split())
+    assert "2problemsinthetrainingdata" in text and "stance'agianst'" in text and "dev.jsonlline1" in text
+    write_lines(dev, [rec(id="d")])
+    write_lines(train, [rec(id="a")])
+    res = CliRunner().invoke(app, ["check-config", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "train 1 records, dev 1 records" in res.output

@@ -39,51 +39,92 @@ class Record:
 
 
 def read_rows(path: Path) -> list[tuple[str, Any]]:
-    """(location, raw row) pairs from a JSONL, CSV or Parquet file.
-
-    JSONL is parsed line by line so a broken line is reported with its number; CSV and
-    Parquet go through ``datasets``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".json", ".ndjson"}:
-        return _read_jsonl(path)
-    if suffix in {".csv", ".tsv", ".parquet", ".pq"}:
-        return _read_tabular(path, suffix)
-    raise DataError(f"{path}: unsupported format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
-    rows, problems = [], []
-    with path.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"{path} line {n}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                problems.append(f"{path} line {n}: invalid JSON ({e.msg} at column {e.colno}); fix or remove the line")
+    """(location, raw row) pairs from a JSONL, CSV or Parquet file; DataError listing every unreadable line."""
+    rows, problems = scan_rows(path)
     if problems:
         raise DataError(_join(problems))
     return rows
 
 
-def _read_tabular(path: Path, suffix: str) -> list[tuple[str, Any]]:
+def scan_rows(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The readable rows of a data file and one problem per unreadable line (never raises).
+
+    JSONL is parsed line by line so a broken line is reported with its number while the
+    other lines are still read and validated; CSV and Parquet go through pandas/``datasets``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], [f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else "")]
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".json", ".ndjson"}:
+        rows, problems = _read_jsonl(path)
+    elif suffix in {".csv", ".tsv", ".parquet", ".pq"}:
+        rows, problems = _read_tabular(path, suffix)
+    else:
+        return [], [f"{path}: unsupported format {suffix!r}; use .jsonl, .csv, .tsv or .parquet"]
+    if not rows and not problems:
+        problems.append(f"{path}: no records; the file is empty")
+    return rows, problems
+
+
+def _read_jsonl(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    rows, problems = [], []
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if n == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(_not_utf8(path, n, raw, e))
+                continue
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"{path} line {n}", json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as e:
+                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                problems.append(f"{path} line {n}: invalid JSON ({why}); fix or remove the line")
+    return rows, problems
+
+
+def _not_utf8(path: Path, n: int, raw: bytes, e: UnicodeDecodeError) -> str:
+    return f"{path} line {n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save as UTF-8"
+
+
+def _utf8_problems(path: Path) -> list[str]:
+    """One problem per line of ``path`` that is not valid UTF-8."""
+    problems = []
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(_not_utf8(path, n, raw, e))
+    return problems
+
+
+def _read_tabular(path: Path, suffix: str) -> tuple[list[tuple[str, Any]], list[str]]:
     from datasets import Dataset
 
-    if suffix in {".parquet", ".pq"}:
-        ds = Dataset.from_parquet(str(path))
-        first = 0
-    else:
-        import pandas as pd
+    try:
+        if suffix in {".parquet", ".pq"}:
+            ds = Dataset.from_parquet(str(path))
+            first = 0
+        else:
+            import pandas as pd
 
-        # every cell as text: ids like "007" and topic names like "1" must not be type-guessed
-        frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        ds = Dataset.from_pandas(frame, preserve_index=False)
-        first = 1  # header line
-    return [(f"{path} row {i + 1 + first}", row) for i, row in enumerate(ds.to_list())]
+            problems = _utf8_problems(path)
+            if problems:
+                return [], problems
+            # every cell as text: ids like "007" and topic names like "1" must not be type-guessed
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            ds = Dataset.from_pandas(frame, preserve_index=False)
+            first = 1  # header line
+    except Exception as e:  # pandas ParserError / EmptyDataError, pyarrow errors: the file cannot be parsed
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return [], [f"{path}: cannot be read as {suffix.lstrip('.')} ({reason}); check quoting and the separator"]
+    return [(f"{path} row {i + 1 + first}", row) for i, row in enumerate(ds.to_list())], []
 
 
 def _parse_list(value: Any) -> Any:
@@ -110,6 +151,16 @@ def _parse_object(value: Any) -> Any:
 
 def parse_records(rows: list[tuple[str, Any]], data: DataSection, labels: LabelsSection) -> list[Record]:
     """Validate raw rows into Records, collecting every problem before raising."""
+    records, problems = validate_rows(rows, data, labels)
+    if problems:
+        raise DataError(_join(problems))
+    return records
+
+
+def validate_rows(
+    rows: list[tuple[str, Any]], data: DataSection, labels: LabelsSection
+) -> tuple[list[Record], list[str]]:
+    """The valid Records among ``rows`` and one problem per invalid field (never raises)."""
     records, problems = [], []
     seen: dict[str, str] = {}
     for where, row in rows:
@@ -125,9 +176,7 @@ def parse_records(rows: list[tuple[str, Any]], data: DataSection, labels: Labels
             continue
         seen[rec.id] = where
         records.append(rec)
-    if problems:
-        raise DataError(_join(problems))
-    return records
+    return records, problems
 
 
 def _parse_row(where: str, row: Any, data: DataSection, labels: LabelsSection) -> tuple[Record | None, list[str]]:
@@ -220,8 +269,37 @@ def _join(problems: list[str]) -> str:
 
 
 def load_records(path: Path, cfg: Config) -> list[Record]:
-    """Read and validate one data file."""
-    return parse_records(read_rows(path), cfg.data, cfg.labels)
+    """Read and validate one data file; DataError lists unreadable lines and invalid fields together."""
+    rows, problems = scan_rows(path)
+    records, invalid = validate_rows(rows, cfg.data, cfg.labels)
+    if problems or invalid:
+        raise DataError(_join(problems + invalid))
+    return records
+
+
+def check_data_files(cfg: Config) -> dict[str, list[Record]]:
+    """Read and validate every data file the config names (train, dev, test), reporting every
+    problem of every file at once; an id in two splits is a problem too (it leaks into the scores).
+
+    Returns the records per split. This is what ``sikap check-config`` and ``sikap train`` run first.
+    """
+    splits = {name: getattr(cfg.data, name) for name in ("train", "dev", "test") if getattr(cfg.data, name)}
+    out, problems, first_seen = {}, [], {}
+    for name, path in splits.items():
+        rows, unreadable = scan_rows(path)
+        records, invalid = validate_rows(rows, cfg.data, cfg.labels)
+        problems += unreadable + invalid
+        for rec in records:
+            if rec.id in first_seen and first_seen[rec.id][0] != name:
+                problems.append(
+                    f"{rec.where}: field '{cfg.data.id_field}': id {rec.id!r} is also in the {first_seen[rec.id][0]} "
+                    f"file ({first_seen[rec.id][1]}); a record in two splits inflates the scores, keep it in one"
+                )
+            first_seen.setdefault(rec.id, (name, rec.where))
+        out[name] = records
+    if problems:
+        raise DataError(_join(problems))
+    return out
 
 
 # ---------------------------------------------------------------- split and fingerprint
