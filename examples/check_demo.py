@@ -10,7 +10,7 @@ unique across all splits; ``topics`` a non-empty list of known topic names witho
 repeats; ``stances`` an object mapping known actor names to favor/against/neutral.
 Against the text (title + blank line + body, as the model reads it): every actor in
 ``stances`` is mentioned through one of its aliases (case-insensitive, word boundaries,
-the same rule as sikap.text.alias_pattern), and, since the demo corpus is labeled
+through sikap.text.alias_pattern itself), and, since the demo corpus is labeled
 exhaustively, every mentioned actor is labeled. Across splits: every topic and every
 actor x class occurs in every split, and no text appears twice.
 
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a clone without installing
+from sikap.text import alias_pattern  # noqa: E402  (the one alias matcher; standard library only)
 
 TOPICS = ["perluasan-nato", "perang-rusia-ukraina", "pemilu", "ekonomi", "kesehatan",
           "olahraga", "teknologi"]
@@ -41,14 +43,7 @@ SPLITS = ["train", "dev", "test"]
 WORDS = (80, 200)  # soft length range of the demo articles (warning only)
 
 
-def alias_pattern(aliases: list[str]) -> re.Pattern[str]:
-    """Case-insensitive, word-bounded, longest alias first; inner spaces match any whitespace."""
-    parts = sorted({a.strip() for a in aliases if a.strip()}, key=len, reverse=True)
-    alts = "|".join(r"\s+".join(re.escape(w) for w in a.split()) for a in parts)
-    return re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
-
-
-PATTERNS = {name: alias_pattern(aliases) for name, aliases in ACTORS.items()}
+PATTERNS = {name: alias_pattern(tuple(aliases)) for name, aliases in ACTORS.items()}
 
 
 def rel(path: Path | str) -> str:

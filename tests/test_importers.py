@@ -209,7 +209,8 @@ def test_id_stance_config_and_alias_coverage(id_stance: tuple[Path, Path]) -> No
     coverage = alias_coverage(records(out), labels["stance"]["actors"])
     assert coverage["Ahok"].occurrences["Basuki"] == 1
     assert coverage["Ahok"].articles_with["Ahok"] == 1
-    assert coverage["Ridwan Kamil"].occurrences == {"Ridwan Kamil": 0, "Emil": 1, "Kang Emil": 1, "RK": 0}
+    # one matcher (sikap.text): "Kang Emil" is one mention, not also one of "Emil"
+    assert coverage["Ridwan Kamil"].occurrences == {"Ridwan Kamil": 0, "Kang Emil": 1, "Emil": 0, "RK": 0}
     assert coverage["Prabowo"].unmatched == 0
     # "Bowo" must not match inside "Prabowo": aliases are whole words.
     assert coverage["Prabowo"].occurrences["Bowo"] == 0
@@ -227,6 +228,20 @@ def test_alias_coverage_reports_unmatched() -> None:
     assert (cov["NATO"].articles, cov["NATO"].unmatched, cov["NATO"].unmatched_ids) == (2, 1, ["a"])
     assert cov["NATO"].unmatched_fraction == 0.5
     assert alias_coverage(recs, actors, fields=("title", "text"))["NATO"].unmatched == 0
+
+
+def test_alias_coverage_agrees_with_what_the_model_matches() -> None:
+    """Issue 9: the importer's coverage report used its own regex (no whitespace folding)."""
+    from sikap.text import find_mentions
+
+    actors = [{"name": "Jokowi", "aliases": ["Joko Widodo", "Jokowi", "Widodo"]}]
+    texts = ["Presiden Joko\nWidodo berkata.", "Pak  Widodo dan Jokowi.", "Jokowidodo bukan nama.", "Tidak ada."]
+    recs = [{"id": str(i), "text": t, "stances": {"Jokowi": "favor"}} for i, t in enumerate(texts)]
+    cov = alias_coverage(recs, actors)["Jokowi"]
+    model_sees = [bool(find_mentions(t, actors[0]["aliases"])) for t in texts]
+    assert cov.unmatched_ids == [r["id"] for r, seen in zip(recs, model_sees, strict=True) if not seen] == ["2", "3"]
+    assert sum(cov.occurrences.values()) == sum(len(find_mentions(t, actors[0]["aliases"])) for t in texts) == 3
+    assert cov.occurrences == {"Joko Widodo": 1, "Jokowi": 1, "Widodo": 1}
 
 
 # --- CLI ----------------------------------------------------------------------------------

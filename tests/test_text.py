@@ -203,3 +203,13 @@ def test_mentions_to_windows_end_to_end():
 )
 def test_article_text(title, text, expected):
     assert article_text(title, text) == expected
+
+
+def test_count_alias_mentions_attributes_each_mention_once():
+    from sikap.text import count_alias_mentions
+
+    text = "Kang Emil bertemu EMIL; kang\temil lagi. Emilia bukan."
+    assert count_alias_mentions(text, ["Emil", "Kang Emil", " Emil "]) == {"Kang Emil": 2, "Emil": 1}
+    aliases = ["Emil", "Kang Emil"]
+    assert sum(count_alias_mentions(text, aliases).values()) == len(find_mentions(text, aliases))
+    assert count_alias_mentions(text, []) == {}

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import ftfy
 
+from sikap.text import count_alias_mentions
+
 STANCE_CLASSES = ("favor", "against", "neutral")
 MAX_EXAMPLES = 5
 
@@ -473,11 +475,6 @@ class AliasCoverage:
         return self.unmatched / self.articles if self.articles else 0.0
 
 
-def alias_pattern(alias: str) -> re.Pattern[str]:
-    """Case-insensitive whole-word pattern for an alias (also for aliases ending in punctuation)."""
-    return re.compile(rf"(?<!\w){re.escape(alias)}(?!\w)", re.IGNORECASE)
-
-
 def alias_coverage(
     records: Iterable[dict], actors: list[dict], fields: tuple[str, ...] = ("text",)
 ) -> dict[str, AliasCoverage]:
@@ -485,23 +482,23 @@ def alias_coverage(
     records labeled for that actor, and which records no alias matches.
 
     ``actors`` is the ``labels.stance.actors`` list of a config (see :func:`suggest_config`).
+    Matching is the model's own (:func:`sikap.text.count_alias_mentions`): an article counts as
+    matched exactly when training and classify find the actor in it.
     """
-    patterns = {
-        a["name"]: {alias: alias_pattern(alias) for alias in a["aliases"]} for a in actors if a["aliases"]
-    }
-    coverage = {name: AliasCoverage(name) for name in patterns}
+    aliases = {a["name"]: a["aliases"] for a in actors if a["aliases"]}
+    coverage = {name: AliasCoverage(name) for name in aliases}
     for record in records:
         for name in record.get("stances", {}):
-            if name in patterns:
+            if name in aliases:
                 text = "\n".join(record.get(f) or "" for f in fields)
-                _add_coverage(coverage[name], patterns[name], record["id"], text)
+                _add_coverage(coverage[name], aliases[name], record["id"], text)
     return coverage
 
 
-def _add_coverage(cov: AliasCoverage, patterns: dict[str, re.Pattern[str]], rid: str, text: str) -> None:
+def _add_coverage(cov: AliasCoverage, aliases: list[str], rid: str, text: str) -> None:
     """Add one record's alias matches to ``cov``."""
     cov.articles += 1
-    hits = {alias: len(p.findall(text)) for alias, p in patterns.items()}
+    hits = count_alias_mentions(text, aliases)
     for alias, k in hits.items():
         cov.occurrences[alias] = cov.occurrences.get(alias, 0) + k
         cov.articles_with[alias] = cov.articles_with.get(alias, 0) + (k > 0)
