@@ -13,6 +13,7 @@ makes the output known to the folder walk so it is never read back as articles.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -273,7 +274,11 @@ class OutputLock:
                 raise OutputError(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    os.close(fd)
+                    raise OutputError(f"cannot lock {self.path}: {e.strerror or e} (does this filesystem "
+                                      "support locks?); write the output to a local disk") from None
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
                 raise OutputError(
