@@ -67,17 +67,49 @@ class Task:
 TASKS = {
     t.name: t
     for t in (
-        Task("sib200", "SIB-200 ind topics", "sib200",
-             {"train": "sib-200-ind/train.tsv", "dev": "sib-200-ind/dev.tsv"}, 0.85, eval_split="dev"),
-        Task("id-stance", "id-stance", "id-stance", {"all": "id-stance/*.csv"}, 0.78, protocol="cv"),
-        Task("casa", "CASA aspect sentiment", "indonlu-absa",
-             {"train": "indonlu/casa_absa-prosa/train_preprocess.csv",
-              "valid": "indonlu/casa_absa-prosa/valid_preprocess.csv"}, 0.90, eval_split="valid"),
-        Task("hoasa", "HoASA aspect sentiment", "indonlu-absa",
-             {"train": "indonlu/hoasa_absa-airy/train_preprocess.csv",
-              "valid": "indonlu/hoasa_absa-airy/valid_preprocess.csv"}, 0.88, eval_split="valid"),
+        Task(
+            "sib200",
+            "SIB-200 ind topics",
+            "sib200",
+            {"train": "sib-200-ind/train.tsv", "dev": "sib-200-ind/dev.tsv"},
+            0.88,
+            eval_split="dev",
+        ),
+        Task("id-stance", "id-stance", "id-stance", {"all": "id-stance/*.csv"}, 0.72, protocol="cv"),
+        Task(
+            "casa",
+            "CASA aspect sentiment",
+            "indonlu-absa",
+            {
+                "train": "indonlu/casa_absa-prosa/train_preprocess.csv",
+                "valid": "indonlu/casa_absa-prosa/valid_preprocess.csv",
+            },
+            0.90,
+            eval_split="valid",
+        ),
+        Task(
+            "hoasa",
+            "HoASA aspect sentiment",
+            "indonlu-absa",
+            {
+                "train": "indonlu/hoasa_absa-airy/train_preprocess.csv",
+                "valid": "indonlu/hoasa_absa-airy/valid_preprocess.csv",
+            },
+            0.90,
+            eval_split="valid",
+        ),
+        Task("demo", "demo corpus (topics / stance)", "demo", {}, 0.70, eval_split="test"),
+        Task(
+            "id-stance-unseen",
+            "id-stance, target unseen in training (--actor)",
+            "id-stance",
+            {"all": "id-stance/*.csv"},
+            0.65,
+            protocol="holdout",
+        ),
     )
 }
+CONFIG_OF = {"id-stance-unseen": "id-stance"}  # tasks that reuse another task's config
 N_FOLDS = 5
 FOLD_SEED = 0
 QUICK = {"train": 48, "eval": 24, "cv_rows": 40, "folds": 1}
@@ -90,8 +122,10 @@ QUICK_OVERRIDES = ["train.epochs=1", "train.patience=0"]
 def find_file(root: Path, pattern: str) -> Path:
     hits = sorted(root.glob(pattern))
     if not hits:
-        raise SystemExit(f"error: {root / pattern} not found; point --data-root (or $SIKAP_DATA_ROOT) at a folder "
-                         "laid out like shared/data")
+        raise SystemExit(
+            f"error: {root / pattern} not found; point --data-root (or $SIKAP_DATA_ROOT) at a folder "
+            "laid out like shared/data"
+        )
     return hits[0]
 
 
@@ -100,6 +134,8 @@ def import_task(task: Task, root: Path, log) -> dict[str, Path]:
     from sikap.training.importers import import_dataset
 
     out = {}
+    if task.kind == "demo":  # shipped with the repository: examples/demo/{train,dev,test}.jsonl
+        return {split: REPO / "examples" / "demo" / f"{split}.jsonl" for split in ("train", "dev", "test")}
     for split, pattern in task.files.items():
         src = find_file(root, pattern)
         dst = DATA_OUT / (f"{task.name}.jsonl" if split == "all" else f"{task.name}-{split}.jsonl")
@@ -143,19 +179,50 @@ class Run:
     eval: Path
     eval_split: str
     results: dict = field(default_factory=dict)
+    dev: Path | None = None  # an inner dev file shipped with the task (demo); else a split of train
+    held_out: str | None = None  # holdout protocol: the target left out of training, added with --actor
 
 
 def make_runs(task: Task, files: dict[str, Path], quick: bool) -> list[Run]:
     sub = DATA_OUT / "quick" if quick else DATA_OUT
+    if task.kind == "demo":
+        return [Run(task.name, files["train"], files["test"], "test", dev=files["dev"])]
+    if task.protocol == "holdout":
+        rows = read_jsonl(files["all"])
+        targets = sorted({t for r in rows for t in r["stances"]})
+        runs = []
+        for t in targets:
+            tr = [r for r in rows if t not in r["stances"]]
+            te = [r for r in rows if t in r["stances"]]
+            if quick:
+                tr, te = tr[: QUICK["cv_rows"]], te[: QUICK["eval"]]
+            slug = t.lower().replace(" ", "-")
+            runs.append(
+                Run(
+                    f"{task.name}-{slug}",
+                    write_jsonl(sub / f"{task.name}-{slug}-train.jsonl", tr),
+                    write_jsonl(sub / f"{task.name}-{slug}-test.jsonl", te),
+                    f"unseen {t}",
+                    held_out=t,
+                )
+            )
+            if quick:
+                break
+        return runs
     if task.protocol == "split":
         if not quick:
             return [Run(task.name, files["train"], files[task.eval_split], task.eval_split)]
         rows_tr, rows_ev = read_jsonl(files["train"]), read_jsonl(files[task.eval_split])
         rng = random.Random(0)
         rng.shuffle(rows_tr)
-        return [Run(task.name, write_jsonl(sub / f"{task.name}-train.jsonl", rows_tr[: QUICK["train"]]),
-                    write_jsonl(sub / f"{task.name}-{task.eval_split}.jsonl", rows_ev[: QUICK["eval"]]),
-                    task.eval_split)]
+        return [
+            Run(
+                task.name,
+                write_jsonl(sub / f"{task.name}-train.jsonl", rows_tr[: QUICK["train"]]),
+                write_jsonl(sub / f"{task.name}-{task.eval_split}.jsonl", rows_ev[: QUICK["eval"]]),
+                task.eval_split,
+            )
+        ]
     rows = read_jsonl(files["all"])
     if quick:
         rows = rows[: QUICK["cv_rows"]]
@@ -163,17 +230,60 @@ def make_runs(task: Task, files: dict[str, Path], quick: bool) -> list[Run]:
     for k, (tr, te) in enumerate(cv_folds(rows), start=1):
         if quick and k > QUICK["folds"]:
             break
-        runs.append(Run(f"{task.name}-fold{k}",
-                        write_jsonl(sub / f"{task.name}-fold{k}-train.jsonl", [rows[i] for i in tr]),
-                        write_jsonl(sub / f"{task.name}-fold{k}-test.jsonl", [rows[i] for i in te]),
-                        f"fold {k}"))
+        runs.append(
+            Run(
+                f"{task.name}-fold{k}",
+                write_jsonl(sub / f"{task.name}-fold{k}-train.jsonl", [rows[i] for i in tr]),
+                write_jsonl(sub / f"{task.name}-fold{k}-test.jsonl", [rows[i] for i in te]),
+                f"fold {k}",
+            )
+        )
     return runs
 
 
 # ---------------------------------------------------------------- sikap (in a subprocess)
 
 
-def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue) -> None:
+def score_variants(model_dir: Path, eval_path: Path, held_out: tuple[str, list[str]] | None = None) -> dict:
+    """Scores of one trained model dir on the eval file, for the ablation: the saved blend, the encoder
+    alone and the lexical model alone (same weights, same data). ``held_out``: (target, aliases) added
+    with ``--actor`` semantics and scored alone."""
+    from sikap.config import config_from_dict
+    from sikap.inference.predict import Predictor
+    from sikap.modeldir import add_actors, load_model_dir
+    from sikap.text import article_text
+    from sikap.training.data import load_records
+    from sikap.training.evaluate import score_predictions
+    from sikap.training.metrics import stance_metrics
+    from sikap.training.trainer import predict_records
+
+    loaded = load_model_dir(model_dir)
+    if held_out:
+        loaded = add_actors(loaded, [held_out])
+    variants = {"blend": (loaded.lexical, loaded.meta), "encoder": (None, loaded.meta)}
+    if loaded.lexical is not None:
+        variants["lexical"] = (loaded.lexical, {**loaded.meta, "blend": {"topics": 0.0, "stance": 0.0}})
+    out = {}
+    if held_out:
+        rows = read_jsonl(eval_path)
+        texts = [article_text(r.get("title"), r.get("text")) for r in rows]
+        gold = [[r["stances"][held_out[0]]] for r in rows]
+        classes = loaded.meta["stance"]["classes"]
+        for name, (lex, meta) in variants.items():
+            preds = Predictor(loaded.model, loaded.builder, meta, lexical=lex).predict(texts)
+            m = stance_metrics(gold, [[p.stances[-1]] for p in preds], [held_out[0]], classes)
+            out[name] = {"stance": m["macro_f1"]}
+        return out
+    cfg = config_from_dict(loaded.meta["config"])
+    records = load_records(Path(eval_path), cfg)
+    for name, (lex, meta) in variants.items():
+        preds = predict_records(Predictor(loaded.model, loaded.builder, meta, lexical=lex), records)
+        m = score_predictions(meta, records, preds)
+        out[name] = {k: m[k]["macro_f1"] for k in ("topics", "stance") if k in m}
+    return out
+
+
+def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue, held_out=None) -> None:
     """Train + score in a fresh process; send back metrics, times and this process's peak RSS."""
     log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
     os.dup2(log.fileno(), 1)
@@ -195,23 +305,32 @@ def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue
         setup_and_train = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
         train_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        metrics = evaluate_model_dir(cfg.output_dir, Path(eval_path), cfg.output_dir / "eval", progress=False)
+        metrics = None
+        if not held_out:  # the `sikap evaluate` path
+            metrics = evaluate_model_dir(cfg.output_dir, Path(eval_path), cfg.output_dir / "eval", progress=False)
+        variants = score_variants(cfg.output_dir, Path(eval_path), held_out)
+        print(f"variants: {variants}")
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        queue.put({
-            "ok": True,
-            "train_seconds": res.train_seconds,
-            "setup_and_train_seconds": setup_and_train,
-            "total_seconds": time.perf_counter() - start,
-            "steps": res.steps,
-            "n_train": res.n_train,
-            "n_dev": res.n_dev,
-            "inner_dev_score": res.dev_metrics.get("score"),
-            "metrics": metrics,
-            "peak_rss_mb": usage.ru_maxrss / 1024,
-            "setup_and_train_cpu_seconds": train_cpu,
-            "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "torch_threads": __import__("torch").get_num_threads(),
-        })
+        meta = json.loads((cfg.output_dir / "sikap.json").read_text(encoding="utf-8"))
+        queue.put(
+            {
+                "ok": True,
+                "train_seconds": res.train_seconds,
+                "setup_and_train_seconds": setup_and_train,
+                "total_seconds": time.perf_counter() - start,
+                "steps": res.steps,
+                "n_train": res.n_train,
+                "n_dev": res.n_dev,
+                "inner_dev_score": res.dev_metrics.get("score"),
+                "metrics": metrics,
+                "variants": variants,
+                "blend": {k: v for k, v in (meta.get("blend") or {}).items() if k in ("topics", "stance")},
+                "peak_rss_mb": usage.ru_maxrss / 1024,
+                "setup_and_train_cpu_seconds": train_cpu,
+                "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "torch_threads": __import__("torch").get_num_threads(),
+            }
+        )
     except BaseException as e:  # report the failure to the parent instead of hanging it
         traceback.print_exc()
         queue.put({"ok": False, "error": f"{type(e).__name__}: {e}"})
@@ -219,12 +338,12 @@ def _child(raw: dict, overrides: list[str], eval_path: str, log_path: str, queue
         log.flush()
 
 
-def run_sikap(raw: dict, overrides: list[str], eval_path: Path, log_path: Path) -> dict:
+def run_sikap(raw: dict, overrides: list[str], eval_path: Path, log_path: Path, held_out=None) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("", encoding="utf-8")
-    proc = ctx.Process(target=_child, args=(raw, overrides, str(eval_path), str(log_path), queue))
+    proc = ctx.Process(target=_child, args=(raw, overrides, str(eval_path), str(log_path), queue, held_out))
     start = time.perf_counter()
     proc.start()
     out = None
@@ -240,8 +359,9 @@ def run_sikap(raw: dict, overrides: list[str], eval_path: Path, log_path: Path) 
     return out
 
 
-def sikap_score(task: Task, metrics: dict) -> float:
-    return metrics["topics"]["macro_f1"] if task.kind in ("sib200", "indonlu-smsa") else metrics["stance"]["macro_f1"]
+def main_head(task: Task) -> str:
+    """The head a task is scored on (demo: stance; its topics are reported beside)."""
+    return "topics" if task.kind in ("sib200", "indonlu-smsa") else "stance"
 
 
 # ---------------------------------------------------------------- baseline
@@ -251,10 +371,15 @@ def _tfidf():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
-    return FeatureUnion([
-        ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1, lowercase=True)),
-        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, lowercase=True)),
-    ])
+    return FeatureUnion(
+        [
+            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1, lowercase=True)),
+            (
+                "char",
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, lowercase=True),
+            ),
+        ]
+    )
 
 
 BASELINE_C = (0.1, 0.3, 1.0, 3.0)
@@ -272,8 +397,13 @@ def _fit_svc(x, y):
     n_cv = int(min(3, counts.min()))
     if n_cv < 2:
         return svc.set_params(C=1.0).fit(x, y), 1.0
-    grid = GridSearchCV(svc, {"C": list(BASELINE_C)}, scoring="f1_macro",
-                        cv=StratifiedKFold(n_cv, shuffle=True, random_state=0), n_jobs=1)
+    grid = GridSearchCV(
+        svc,
+        {"C": list(BASELINE_C)},
+        scoring="f1_macro",
+        cv=StratifiedKFold(n_cv, shuffle=True, random_state=0),
+        n_jobs=1,
+    )
     grid.fit(x, y)
     return grid.best_estimator_, grid.best_params_["C"]
 
@@ -286,8 +416,12 @@ class _Constant:
         return np.array([self.label] * x.shape[0])
 
 
-def run_baseline(task: Task, train_path: Path, eval_path: Path) -> dict:
-    """TF-IDF + LinearSVC on the same split, scored with sikap's metric functions."""
+def run_baseline(task: Task, train_path: Path, eval_path: Path, held_out: str | None = None) -> dict:
+    """TF-IDF + LinearSVC on the same split, scored with sikap's metric functions.
+
+    Topics: one classifier over the first topic (single-label data) or one per topic (multi-label
+    data, e.g. the demo). Stance: one classifier per actor; ``held_out``: one classifier on the
+    pooled labels of the other targets, applied to the unseen one."""
     from sikap.text import article_text
     from sikap.training.metrics import stance_metrics, topic_metrics
 
@@ -297,28 +431,40 @@ def run_baseline(task: Task, train_path: Path, eval_path: Path) -> dict:
     vec = _tfidf()
     x_tr = vec.fit_transform([text(r) for r in tr])
     x_ev = vec.transform([text(r) for r in ev])
-    chosen_c = {}
+    chosen_c, scores = {}, {}
     if any(r.get("topics") for r in tr):
         names = sorted({t for r in tr for t in r["topics"]} | {t for r in ev for t in r.get("topics", [])})
-        clf, chosen_c["topics"] = _fit_svc(x_tr, np.array([r["topics"][0] for r in tr]))
-        pred = clf.predict(x_ev)
         y_true = np.array([[float(n in r["topics"]) for n in names] for r in ev])
-        y_pred = np.array([[float(n == p) for n in names] for p in pred])
-        score = topic_metrics(y_true, y_pred, names)["macro_f1"]
-    else:
-        actors = sorted({a for r in tr + ev for a in r["stances"]})
+        if any(len(r["topics"]) > 1 for r in tr):  # multi-label: one binary classifier per topic
+            y_pred = np.zeros_like(y_true)
+            for j, n in enumerate(names):
+                clf, chosen_c[n] = _fit_svc(x_tr, np.array([int(n in r["topics"]) for r in tr]))
+                y_pred[:, j] = clf.predict(x_ev)
+        else:
+            clf, chosen_c["topics"] = _fit_svc(x_tr, np.array([r["topics"][0] for r in tr]))
+            pred = clf.predict(x_ev)
+            y_pred = np.array([[float(n == p) for n in names] for p in pred])
+        scores["topics"] = topic_metrics(y_true, y_pred, names)["macro_f1"]
+    if any(r.get("stances") for r in tr):
         classes = [c for c in ("favor", "against", "neutral") if any(c in r["stances"].values() for r in tr + ev)]
-        pred_rows = [["not_mentioned"] * len(actors) for _ in ev]
-        for k, actor in enumerate(actors):
-            idx = [i for i, r in enumerate(tr) if actor in r["stances"]]
-            if not idx:
-                continue
-            clf, chosen_c[actor] = _fit_svc(x_tr[idx], np.array([tr[i]["stances"][actor] for i in idx]))
-            for i, p in enumerate(clf.predict(x_ev)):
-                pred_rows[i][k] = str(p)
-        gold_rows = [[r["stances"].get(a) for a in actors] for r in ev]
-        score = stance_metrics(gold_rows, pred_rows, actors, classes)["macro_f1"]
-    return {"score": score, "seconds": time.perf_counter() - start, "C": chosen_c}
+        if held_out:
+            clf, chosen_c["pooled"] = _fit_svc(x_tr, np.array([next(iter(r["stances"].values())) for r in tr]))
+            pred_rows = [[str(p)] for p in clf.predict(x_ev)]
+            gold_rows = [[r["stances"][held_out]] for r in ev]
+            scores["stance"] = stance_metrics(gold_rows, pred_rows, [held_out], classes)["macro_f1"]
+        else:
+            actors = sorted({a for r in tr + ev for a in r["stances"]})
+            pred_rows = [["not_mentioned"] * len(actors) for _ in ev]
+            for k, actor in enumerate(actors):
+                idx = [i for i, r in enumerate(tr) if actor in r["stances"]]
+                if not idx:
+                    continue
+                clf, chosen_c[actor] = _fit_svc(x_tr[idx], np.array([tr[i]["stances"][actor] for i in idx]))
+                for i, p in enumerate(clf.predict(x_ev)):
+                    pred_rows[i][k] = str(p)
+            gold_rows = [[r["stances"].get(a) for a in actors] for r in ev]
+            scores["stance"] = stance_metrics(gold_rows, pred_rows, actors, classes)["macro_f1"]
+    return {"score": scores[main_head(task)], "scores": scores, "seconds": time.perf_counter() - start, "C": chosen_c}
 
 
 # ---------------------------------------------------------------- report
@@ -342,73 +488,113 @@ def machine_line() -> str:
         pass
     from sikap.inference.predict import cpu_supports_bf16
 
-    return (f"{cpu}; {os.cpu_count()} CPUs visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"bf16 {'native' if cpu_supports_bf16() else 'not native'}; python {platform.python_version()}")
+    return (
+        f"{cpu}; {os.cpu_count()} CPUs visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"bf16 {'native' if cpu_supports_bf16() else 'not native'}; python {platform.python_version()}"
+    )
 
 
-def summarize(task: Task, runs: list[Run]) -> dict:
-    ours = [r.results["sikap"] for r in runs]
-    ok = all(o.get("ok") for o in ours)
-    ours_scores = [r.results["sikap_score"] for r in runs] if ok else []
-    base_scores = [r.results["baseline"]["score"] for r in runs]
-    return {
+def _seed_means(runs: list[Run], seeds: list[int], head: str, variant: str = "blend") -> list[float]:
+    """Per seed, the task's score (the mean over folds / held-out targets) for one head and variant."""
+    out = []
+    for seed in seeds:
+        xs = [
+            r.results["seeds"][seed]["variants"][variant].get(head)
+            for r in runs
+            if r.results["seeds"].get(seed, {}).get("ok")
+        ]
+        if xs and len(xs) == len(runs) and all(x is not None for x in xs):
+            out.append(statistics.mean(xs))
+    return out
+
+
+def summarize(task: Task, runs: list[Run], seeds: list[int]) -> dict:
+    outs = [r.results["seeds"][s] for r in runs for s in seeds if s in r.results.get("seeds", {})]
+    ok = bool(outs) and all(o.get("ok") for o in outs)
+    heads = ["stance", "topics"] if task.kind == "demo" else [main_head(task)]
+    summary = {
         "task": task.name,
         "ok": ok,
-        "ours": ours_scores,
-        "baseline": base_scores,
-        "train_seconds": sum(o.get("train_seconds", 0) for o in ours),
-        "wall_seconds": sum(o.get("wall_seconds", 0) for o in ours),
-        "cpu_seconds": sum(o.get("setup_and_train_cpu_seconds", 0) for o in ours),
-        "peak_rss_mb": max((o.get("peak_rss_mb", 0) for o in ours), default=0),
-        "baseline_seconds": sum(r.results["baseline"]["seconds"] for r in runs),
-        "errors": [o.get("error") for o in ours if not o.get("ok")],
+        "seeds": seeds,
+        "heads": heads,
+        "ours": {h: _seed_means(runs, seeds, h) for h in heads} if ok else {},
+        "variants": {v: {h: _seed_means(runs, seeds, h, v) for h in heads} for v in ("encoder", "lexical")}
+        if ok
+        else {},
+        "baseline": {h: statistics.mean(r.results["baseline"]["scores"][h] for r in runs) for h in heads},
+        "train_seconds": sum(o.get("train_seconds", 0) for o in outs) / max(len(seeds), 1),
+        "cpu_seconds": sum(o.get("setup_and_train_cpu_seconds", 0) for o in outs) / max(len(seeds), 1),
+        "peak_rss_mb": max((o.get("peak_rss_mb", 0) for o in outs), default=0),
+        "errors": [o.get("error") for o in outs if not o.get("ok")],
     }
+    if ok and len(runs) > 1:  # per fold / target: mean over seeds against the baseline
+        per = []
+        for r in runs:
+            ours = statistics.mean(r.results["seeds"][s]["variants"]["blend"][heads[0]] for s in seeds)
+            per.append(
+                {
+                    "run": r.eval_split,
+                    "ours": ours,
+                    "baseline": r.results["baseline"]["scores"][heads[0]],
+                    "blend": [r.results["seeds"][s].get("blend") for s in seeds],
+                }
+            )
+        summary["per_run"] = per
+        summary["runs_above_baseline"] = sum(p["ours"] > p["baseline"] for p in per)
+    return summary
 
 
-def mean_std(xs: list[float], missing: str = "failed") -> str:
+def mean_spread(xs: list[float], missing: str = "failed") -> str:
+    """``mean (min–max)`` over seeds."""
     if not xs:
         return missing
     if len(xs) == 1:
         return f"{xs[0]:.3f}"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+    return f"{statistics.mean(xs):.3f} ({min(xs):.3f}–{max(xs):.3f}, spread {max(xs) - min(xs):.3f})"
 
 
 def table(summaries: list[dict], quick: bool, skipped: bool = False) -> str:
     lines = [
-        "| task | split | sikap macro-F1 | TF-IDF + LinearSVC | target | met | sikap training time (wall) "
-        "| training CPU time | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | split | sikap macro-F1, mean over seeds (min–max) | encoder alone | lexical alone "
+        "| TF-IDF + LinearSVC | goal | met | training time per seed (wall) | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         task = TASKS[s["task"]]
-        split = {"split": f"train → {task.eval_split}", "cv": f"{N_FOLDS}-fold CV"}[task.protocol]
+        split = {"split": f"train → {task.eval_split}", "cv": f"{N_FOLDS}-fold CV", "holdout": "each target held out"}[
+            task.protocol
+        ]
         if quick:
             split += " (quick subset)"
-        ours = statistics.mean(s["ours"]) if s["ours"] else float("nan")
-        met = "yes" if s["ours"] and ours >= task.target else ("—" if quick or skipped else "no")
-        t, cpu, rss = "—", "—", "—"
-        if s["ours"]:
-            t, cpu, rss = fmt_time(s["train_seconds"]), fmt_time(s["cpu_seconds"]), f"{s['peak_rss_mb'] / 1024:.2f} GiB"
-            if task.protocol == "cv" and len(s["ours"]) > 1:
-                n = len(s["ours"])
-                t += f" ({n} folds, {fmt_time(s['train_seconds'] / n)} per fold)"
-                cpu += f" ({fmt_time(s['cpu_seconds'] / n)} per fold)"
-        lines.append(
-            f"| {task.title} | {split} | {mean_std(s['ours'], 'skipped' if skipped else 'failed')} | "
-            f"{mean_std(s['baseline'])} | ≥ {task.target:.2f} | {met} | {t} | {cpu} | {rss} |"
-        )
+        for h in s["heads"]:
+            ours = s["ours"].get(h, [])
+            goal = task.target if h == "stance" or task.kind != "demo" else 0.85
+            met = "yes" if ours and statistics.mean(ours) >= goal else ("—" if quick or skipped else "no")
+            t = fmt_time(s["train_seconds"]) if ours else "—"
+            rss = f"{s['peak_rss_mb'] / 1024:.2f} GiB" if ours else "—"
+            enc = mean_spread(s["variants"].get("encoder", {}).get(h, []), "—")
+            lex = mean_spread(s["variants"].get("lexical", {}).get(h, []), "—")
+            name = f"{task.title} ({h})" if len(s["heads"]) > 1 else task.title
+            lines.append(
+                f"| {name} | {split} | {mean_spread(ours, 'skipped' if skipped else 'failed')} | {enc} | {lex} | "
+                f"{s['baseline'][h]:.3f} | ≥ {goal:.2f} | {met} | {t} | {rss} |"
+            )
     return "\n".join(lines)
 
 
-def fold_table(task: Task, runs: list[Run]) -> str:
-    lines = ["| fold | train / inner dev / test | sikap macro-F1 | baseline macro-F1 | training time | steps |",
-             "|---|---|---|---|---|---|"]
-    for r in runs:
-        o = r.results["sikap"]
-        n_test = len(read_jsonl(r.eval))
-        lines.append(f"| {r.eval_split} | {o.get('n_train', '?')} / {o.get('n_dev', '?')} / {n_test} | "
-                     f"{r.results.get('sikap_score', float('nan')):.3f} | {r.results['baseline']['score']:.3f} | "
-                     f"{fmt_time(o.get('train_seconds', 0))} | {o.get('steps', '?')} |")
+def fold_table(s: dict) -> str:
+    lines = [
+        "| fold / target | sikap (mean over seeds) | baseline | above | encoder share of the blend (topics, stance) "
+        "per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for p in s.get("per_run", []):
+        shares = ", ".join(f"{b.get('topics', 1.0):.1f}/{b.get('stance', 1.0):.1f}" if b else "—" for b in p["blend"])
+        lines.append(
+            f"| {p['run']} | {p['ours']:.3f} | {p['baseline']:.3f} | "
+            f"{'yes' if p['ours'] > p['baseline'] else 'no'} | {shares} |"
+        )
+    lines.append(f"\nabove the baseline on {s.get('runs_above_baseline', 0)} of {len(s.get('per_run', []))}")
     return "\n".join(lines)
 
 
@@ -422,18 +608,37 @@ def default_data_root() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=default_data_root(),
-                   help="folder laid out like shared/data (default: $SIKAP_DATA_ROOT, else ../shared/data)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=default_data_root(),
+        help="folder laid out like shared/data (default: $SIKAP_DATA_ROOT, else ../shared/data)",
+    )
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['train']} train / {QUICK['eval']} eval records "
-                        f"(id-stance: first {QUICK['cv_rows']} rows, fold 1 only), 1 epoch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK['train']} train / {QUICK['eval']} eval records "
+        f"(id-stance: first {QUICK['cv_rows']} rows, fold 1 only), 1 epoch",
+    )
     p.add_argument("--configs", type=Path, default=REPO / "configs", help="folder with <task>.yaml")
-    p.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "benchmarks",
-                   help="model dirs and training logs go to RUNS_DIR/<task>[-foldK] (--quick: RUNS_DIR/quick/...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   help="dotted config override for every task, e.g. train.epochs=3 (repeatable)")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO / "runs" / "benchmarks",
+        help="model dirs and training logs go to RUNS_DIR/<task>[-foldK] (--quick: RUNS_DIR/quick/...)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="dotted config override for every task, e.g. train.epochs=3 (repeatable)",
+    )
     p.add_argument("--no-sikap", action="store_true", help="baseline only")
+    p.add_argument(
+        "--seeds", default="13,1,2", help="training seeds; every figure is the mean over them (default 13,1,2)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     args = p.parse_args(argv)
 
@@ -450,47 +655,75 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {machine_line()}")
     log(f"data root: {root}")
     summaries, all_runs = [], {}
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     for name in names:
         task = TASKS[name]
         log(f"\n== {task.title} ({name})")
-        cfg_path = args.configs / f"{name}.yaml"
+        cfg_path = args.configs / f"{CONFIG_OF.get(name, name)}.yaml"
         raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
         files = import_task(task, root, log)
         runs = make_runs(task, files, args.quick)
         for run in runs:
-            run.results["baseline"] = run_baseline(task, run.train, run.eval)
+            run.results["baseline"] = run_baseline(task, run.train, run.eval, run.held_out)
             b = run.results["baseline"]
-            log(f"  {run.name}: baseline macro-F1 {b['score']:.3f} ({b['seconds']:.0f}s, C={b['C']})")
+            log(f"  {run.name}: baseline macro-F1 {b['scores']} ({b['seconds']:.0f}s)")
+            run.results["seeds"] = {}
             if args.no_sikap:
-                run.results["sikap"] = {"ok": False, "error": "skipped (--no-sikap)"}
                 continue
-            out_dir = args.runs_dir / ("quick" if args.quick else "") / run.name
-            overrides = [f"data.train={run.train}", "data.dev=null", f"data.test={run.eval}", f"output_dir={out_dir}"]
-            overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
-            o = run_sikap(raw, overrides, run.eval, out_dir.parent / f"{run.name}.log")
-            run.results["sikap"] = o
-            if o["ok"]:
-                run.results["sikap_score"] = sikap_score(task, o["metrics"])
-                log(f"  {run.name}: sikap macro-F1 {run.results['sikap_score']:.3f} "
-                    f"(inner dev {o['inner_dev_score']:.3f}; training {fmt_time(o['train_seconds'])}, "
-                    f"{o['steps']} steps, CPU {fmt_time(o['setup_and_train_cpu_seconds'])}; process wall "
-                    f"{fmt_time(o['wall_seconds'])}, peak RSS {o['peak_rss_mb']:.0f} MB; "
-                    f"5-min load average after {o['load_average_after'][1]:.1f})")
-            else:
-                log(f"  {run.name}: sikap FAILED: {o['error']} (log: {out_dir.parent / (run.name + '.log')})")
-        summaries.append(summarize(task, runs))
+            run_raw, held = raw, None
+            if run.held_out:  # train without the target; add it back at prediction time (classify --actor)
+                actors = raw["labels"]["stance"]["actors"]
+                spec = next(a for a in actors if a["name"] == run.held_out)
+                held = (spec["name"], list(spec.get("aliases", [])))
+                run_raw = {
+                    **raw,
+                    "labels": {
+                        **raw["labels"],
+                        "stance": {
+                            **raw["labels"]["stance"],
+                            "actors": [a for a in actors if a["name"] != run.held_out],
+                        },
+                    },
+                }
+            for seed in seeds:
+                out_dir = args.runs_dir / ("quick" if args.quick else "") / f"{run.name}-s{seed}"
+                dev = f"data.dev={run.dev}" if run.dev else "data.dev=null"
+                overrides = [
+                    f"data.train={run.train}",
+                    dev,
+                    f"data.test={run.eval}",
+                    f"output_dir={out_dir}",
+                    f"train.seed={seed}",
+                ]
+                overrides += (QUICK_OVERRIDES if args.quick else []) + args.overrides
+                o = run_sikap(run_raw, overrides, run.eval, out_dir.parent / f"{run.name}-s{seed}.log", held)
+                run.results["seeds"][seed] = o
+                if o["ok"]:
+                    log(
+                        f"  {run.name} seed {seed}: {o['variants']} (blend {o['blend']}; inner dev "
+                        f"{o['inner_dev_score']:.3f}; training {fmt_time(o['train_seconds'])}, {o['steps']} steps; "
+                        f"peak RSS {o['peak_rss_mb']:.0f} MB; load {o['load_average_after'][1]:.1f})"
+                    )
+                else:
+                    log(f"  {run.name} seed {seed}: sikap FAILED: {o['error']}")
+        summaries.append(summarize(task, runs, seeds))
         all_runs[name] = runs
+        log("\n" + table(summaries[-1:], args.quick, args.no_sikap))
+        if len(runs) > 1 and not args.no_sikap:
+            log("\n" + fold_table(summaries[-1]))
 
     log("\n" + table(summaries, args.quick, args.no_sikap))
-    for name, runs in all_runs.items():
-        if TASKS[name].protocol == "cv" and not args.no_sikap:
-            log(f"\n{TASKS[name].title} per fold:\n\n" + fold_table(TASKS[name], runs))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "machine": machine_line(), "argv": sys.argv, "quick": args.quick, "summaries": summaries,
-            "runs": {n: [{"name": r.name, "train": str(r.train), "eval": str(r.eval), **r.results} for r in rs]
-                     for n, rs in all_runs.items()},
+            "machine": machine_line(),
+            "argv": sys.argv,
+            "quick": args.quick,
+            "summaries": summaries,
+            "runs": {
+                n: [{"name": r.name, "train": str(r.train), "eval": str(r.eval), **r.results} for r in rs]
+                for n, rs in all_runs.items()
+            },
         }
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     return 0 if all(s["ok"] for s in summaries) or args.no_sikap else 1

@@ -75,6 +75,9 @@ def prediction_record(art: ArticleInput, pred: ArticlePrediction, predictor: Pre
             }
             for a, lab, p in zip(predictor.actors, pred.stances, pred.stance_probs, strict=True)
         }
+    added = (predictor.meta.get("stance") or {}).get("added_actors")
+    if added:
+        rec["added_actors"] = list(added)  # scored through the model's actor-independent stance slot
     rec["n_tokens"], rec["n_windows"] = pred.n_tokens, pred.n_windows
     return rec
 

@@ -189,6 +189,14 @@ def classify(
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
     max_bytes: Annotated[int, typer.Option(min=1, help="Read at most this many bytes per file (flagged).")] = 5_000_000,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow a pickle checkpoint (unsafe).")] = False,
+    actor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--actor",
+            help="Also score stance toward an actor the model was not trained on, for this run: "
+            "'NAME=alias1,alias2' (repeatable; 'NAME' alone: no aliases, present in every text).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
@@ -196,26 +204,38 @@ def classify(
 
     from sikap.inference.classify import OutputError, check_inputs, classify_folder, open_output
     from sikap.inference.predict import Predictor
-    from sikap.modeldir import ModelDirError, load_model_dir
+    from sikap.modeldir import ModelDirError, add_actors, check_added_actors, load_model_dir, parse_actor_spec
     from sikap.modelmeta import check_model_dir
 
     if resume and overwrite:
         fail("--resume and --overwrite exclude each other")
+    try:
+        added = [parse_actor_spec(a) for a in actor or []]
+    except ValueError as e:
+        fail(str(e))
     if threads:
         torch.set_num_threads(threads)
     fmt = fmt or (OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.jsonl)
     try:  # the user's mistakes first, in a second: model files, input, output (locked from here on)
-        check_model_dir(model_dir, allow_pickle=allow_pickle)
+        meta = check_model_dir(model_dir, allow_pickle=allow_pickle)
+        check_added_actors(meta, added)
         check_inputs(inputs)
         target = open_output(inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite)
     except (ModelDirError, OutputError) as e:
         fail(str(e))
     try:
-        loaded = load_model_dir(model_dir, allow_pickle=allow_pickle)
+        loaded = add_actors(load_model_dir(model_dir, allow_pickle=allow_pickle), added)
     except ModelDirError as e:
         target.close()
         fail(str(e))
-    predictor = Predictor(loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision.value)
+    predictor = Predictor(
+        loaded.model,
+        loaded.builder,
+        loaded.meta,
+        batch_size=batch_size,
+        precision=precision.value,
+        lexical=loaded.lexical,
+    )
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
     try:
         summary = _run_with_progress(

@@ -151,7 +151,9 @@ class LexicalModel:
             doc = json.loads((model_dir / LEXICAL_JSON).read_text(encoding="utf-8"))
             arrays = load_file(str(model_dir / LEXICAL_WEIGHTS))
         except Exception as e:  # OSError, JSONDecodeError, SafetensorError (not a ValueError)
-            raise ValueError(f"{model_dir}: cannot read the lexical model ({LEXICAL_JSON}, {LEXICAL_WEIGHTS}): {e}") from e
+            raise ValueError(
+                f"{model_dir}: cannot read the lexical model ({LEXICAL_JSON}, {LEXICAL_WEIGHTS}): {e}"
+            ) from e
         try:
             if doc.get("format_version") != LEXICAL_VERSION:
                 raise ValueError(f"format_version {doc.get('format_version')!r}, expected {LEXICAL_VERSION}")
@@ -163,7 +165,9 @@ class LexicalModel:
                 v.fixed_vocabulary_ = True
                 idf = arrays[f"idf.{spec['name']}"].astype(np.float64)
                 if len(idf) != len(v.vocabulary_):
-                    raise ValueError(f"vectorizer {spec['name']!r}: {len(idf)} idf values for {len(v.vocabulary_)} terms")
+                    raise ValueError(
+                        f"vectorizer {spec['name']!r}: {len(idf)} idf values for {len(v.vocabulary_)} terms"
+                    )
                 v.idf_ = idf
                 vectorizers.append((spec["name"], spec["params"], v))
                 n_features += len(idf)
@@ -173,8 +177,12 @@ class LexicalModel:
                     return None
                 coef = arrays[f"{h['key']}.coef"].astype(np.float64)
                 if coef.ndim != 2 or coef.shape[1] != n_features:
-                    raise ValueError(f"head {h['key']!r}: coefficients of shape {coef.shape}, expected (*, {n_features})")
-                return LinearHead(list(h["classes"]), coef, arrays[f"{h['key']}.intercept"].astype(np.float64), h["kind"])
+                    raise ValueError(
+                        f"head {h['key']!r}: coefficients of shape {coef.shape}, expected (*, {n_features})"
+                    )
+                return LinearHead(
+                    list(h["classes"]), coef, arrays[f"{h['key']}.intercept"].astype(np.float64), h["kind"]
+                )
 
             return cls(
                 vectorizers=vectorizers,

@@ -62,9 +62,7 @@ class SikapModel(nn.Module):
         if n_actors:
             # pair mode: the actor is in the input, one head serves all actors;
             # shared mode: [mention vector; window vector] -> one small classifier per actor
-            self.stance_head = (
-                nn.Linear(2 * hidden, slots * n_classes) if self.shared else nn.Linear(hidden, n_classes)
-            )
+            self.stance_head = nn.Linear(2 * hidden, slots * n_classes) if self.shared else nn.Linear(hidden, n_classes)
         # shared mode, stance_pooling="attention": each stance item also pools its window with a query made of
         # a learned per-actor vector plus a projection of the mention vector. Both start at zero, so training
         # starts from plain mean pooling and learns where each actor's sentiment is (aspects without aliases).

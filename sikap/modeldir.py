@@ -247,6 +247,43 @@ def load_lexical(model_dir: Path):
         raise ModelDirError(str(e)) from None
 
 
+def parse_actor_spec(spec: str) -> tuple[str, list[str]]:
+    """``"NAME=alias1,alias2"`` -> (NAME, [alias1, alias2]); ``"NAME"`` -> (NAME, []) (present in every text)."""
+    name, sep, rest = spec.partition("=")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"--actor {spec!r}: expected NAME=alias1,alias2 (or NAME alone)")
+    aliases = [a.strip() for a in rest.split(",")] if sep else []
+    if sep and (not aliases or any(not a for a in aliases)):
+        raise ValueError(f"--actor {spec!r}: empty alias; write NAME=alias1,alias2 without empty items")
+    return name, aliases
+
+
+def check_added_actors(meta: dict[str, Any], actors: list[tuple[str, list[str]]]) -> None:
+    """The checks on ``--actor`` that need only ``sikap.json`` (so they fail before the model loads)."""
+    if not actors:
+        return
+    stance = meta.get("stance")
+    if not stance:
+        raise ModelDirError("--actor: the model has no stance task, so it cannot score added actors")
+    known = {a["name"] for a in stance["actors"]}
+    names = [n for n, _ in actors]
+    for n in names:
+        if n in known:
+            raise ModelDirError(
+                f"--actor {n!r}: the model already knows this actor (trained actors: "
+                f"{', '.join(sorted(known))}); drop the option"
+            )
+        if names.count(n) > 1:
+            raise ModelDirError(f"--actor {n!r} is given twice")
+    ch = meta.get("chunking") or {}
+    if ch.get("stance_mode", "pair") == "shared" and not ch.get("generic_actor", False):
+        raise ModelDirError(
+            "--actor: this model has no actor-independent stance slot (trained before model.generic_actor "
+            "existed, or with it off), so it cannot score new actors; retrain it"
+        )
+
+
 def add_actors(loaded: LoadedModel, actors: list[tuple[str, list[str]]]) -> LoadedModel:
     """The same model with actors it was not trained on appended (``classify --actor``).
 
@@ -255,16 +292,9 @@ def add_actors(loaded: LoadedModel, actors: list[tuple[str, list[str]]]) -> Load
     """
     if not actors:
         return loaded
-    stance = loaded.meta.get("stance")
-    if not stance:
-        raise ModelDirError(f"{loaded.path}: the model has no stance task, so it cannot score added actors")
-    known = {a["name"] for a in stance["actors"]}
-    clash = [n for n, _ in actors if n in known]
-    if clash:
-        raise ModelDirError(f"--actor {clash[0]!r}: the model already knows this actor; drop the option")
+    check_added_actors(loaded.meta, actors)
+    stance = loaded.meta["stance"]
     names = [n for n, _ in actors]
-    if len(set(names)) < len(names):
-        raise ModelDirError(f"--actor {sorted(n for n in names if names.count(n) > 1)[0]!r} is given twice")
     if stance.get("n_trained_actors") is not None:
         raise ModelDirError("actors were already added to this model")
     if loaded.model.generic_slot is None:

@@ -208,8 +208,9 @@ def predict_records(predictor, records: Sequence[Record], *, chunk: int = 32, pr
     return preds
 
 
-def choose_blend(model: SikapModel, builder, meta: dict, lexical, dev: Sequence[Record], precision: str,
-                 fixed: float | None = None) -> dict:
+def choose_blend(
+    model: SikapModel, builder, meta: dict, lexical, dev: Sequence[Record], precision: str, fixed: float | None = None
+) -> dict:
     """The encoder's share per head in the blend with the lexical model, by dev log-loss (or ``fixed``)."""
     from sikap.inference.predict import Predictor
     from sikap.training.dataset import label_arrays
@@ -321,8 +322,10 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     if lexical is not None:
         blend = choose_blend(trainer.model, builder, meta, lexical, dev_recs, precision, cfg.train.blend_weight)
         meta["blend"] = blend
-        log(f"blend: encoder share topics {blend['topics']:.1f}, stance {blend['stance']:.1f} "
-            f"(lexical model: the rest; {blend['chosen_by']})")
+        log(
+            f"blend: encoder share topics {blend['topics']:.1f}, stance {blend['stance']:.1f} "
+            f"(lexical model: the rest; {blend['chosen_by']})"
+        )
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
     if lexical is not None and dev_recs:  # the saved lexical model also learns from the dev records
         lexical = fit_lexical(list(train_recs) + list(dev_recs), meta, seed=cfg.train.seed) or lexical
