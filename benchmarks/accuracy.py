@@ -99,6 +99,9 @@ TASKS = {
             eval_split="valid",
         ),
         Task("demo", "demo corpus (topics / stance)", "demo", {}, 0.70, eval_split="test"),
+        Task("smsa", "SmSA document sentiment (intermediate task)", "indonlu-smsa",
+             {"train": "indonlu/smsa_doc-sentiment-prosa/train_preprocess.tsv",
+              "valid": "indonlu/smsa_doc-sentiment-prosa/valid_preprocess.tsv"}, 0.85, eval_split="valid"),
         Task(
             "id-stance-unseen",
             "id-stance, target unseen in training (--actor)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,43 @@ FORMAT_VERSION = 1
 
 
 def resolve_backbone_spec(spec: str) -> str:
-    """A local dir or hub id for ``spec``; ``offline:<name>`` is built from a PyPI package on first use."""
+    """A local dir or hub id for ``spec``; ``offline:<name>`` is built from a PyPI package on first use;
+    a sikap model directory gives its fine-tuned encoder (intermediate-task transfer, e.g. from SmSA)."""
     if spec.startswith("offline:"):
         from sikap.backbone import resolve_backbone
 
         return resolve_backbone(spec)
+    if (Path(spec) / META_FILE).is_file():
+        return str(encoder_from_model_dir(Path(spec)))
     return spec
+
+
+def encoder_from_model_dir(model_dir: Path, cache_dir: Path | None = None) -> Path:
+    """Export the encoder of a sikap model directory as a plain transformers directory (cached by the
+    weights' sha256), so a new model can start from it: train on SmSA, then on stance."""
+    import hashlib
+
+    from sikap.backbone import default_cache_dir
+
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelDirError(f"{model_dir}: no {WEIGHTS_FILE} to take the encoder from")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    out = Path(cache_dir or default_cache_dir()) / f"from-{model_dir.resolve().name}-{digest}"
+    if (out / WEIGHTS_FILE).is_file():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k.removeprefix("encoder."): v.float().contiguous() for k, v in load_file(str(weights)).items()
+             if k.startswith("encoder.")}
+    save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    for f in model_dir.iterdir():
+        if f.name == "config.json" or f.name.startswith(("tokenizer", "special_tokens", "vocab", "sentencepiece")):
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 def load_tokenizer(source: str | Path):
