@@ -181,3 +181,25 @@ def test_unreachable_hub_backbone_is_a_clear_error(workspace):
     )
     assert res.exit_code == 1
     assert "offline:multilingual-e5-small" in res.output
+
+
+def test_demo_command_trains_and_classifies(workspace, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("judul\n\nmedia mendukung NATO inflasi rupiah", encoding="utf-8")
+    out = tmp_path / "preds.jsonl"
+    invoke(
+        "demo",
+        "--config",
+        workspace / "cfg.yaml",
+        "--inputs",
+        folder,
+        "--output",
+        out,
+        "--set",
+        f"output_dir={tmp_path / 'run'}",
+        "--set",
+        "train.max_steps=3",
+    )
+    recs = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in recs] == ["a.txt"] and recs[0]["error"] is None
