@@ -99,6 +99,8 @@ TASKS = {
             eval_split="valid",
         ),
         Task("demo", "demo corpus (topics / stance)", "demo", {}, 0.70, eval_split="test"),
+        Task("id-stance-topics", "id-stance posts: which politician, names masked (long-article topics)",
+             "id-stance-topics", {"all": "id-stance/*.csv"}, 0.0, eval_split="fold 1"),
         Task("smsa", "SmSA document sentiment (intermediate task)", "indonlu-smsa",
              {"train": "indonlu/smsa_doc-sentiment-prosa/train_preprocess.tsv",
               "valid": "indonlu/smsa_doc-sentiment-prosa/valid_preprocess.tsv"}, 0.85, eval_split="valid"),
@@ -142,7 +144,7 @@ def import_task(task: Task, root: Path, log) -> dict[str, Path]:
     for split, pattern in task.files.items():
         src = find_file(root, pattern)
         dst = DATA_OUT / (f"{task.name}.jsonl" if split == "all" else f"{task.name}-{split}.jsonl")
-        rep = import_dataset(task.kind, src, dst)
+        rep = import_dataset("id-stance" if task.kind == "id-stance-topics" else task.kind, src, dst)
         extra = "; ".join(f"{k}: {v}" for k, v in {**rep.dropped, **rep.notes}.items())
         extra = f" ({extra})" if extra else ""
         log(f"  imported {src} -> {dst.relative_to(REPO)}: {rep.written}/{rep.read} rows{extra}")
@@ -172,6 +174,25 @@ def cv_folds(rows: list[dict], n_folds: int = N_FOLDS) -> list[tuple[list[int], 
     return [(list(tr), list(te)) for tr, te in skf.split(np.zeros(len(y)), y)]
 
 
+def masked_target_topic(row: dict) -> dict:
+    """An id-stance row as a topic record: the target is the topic, every alias of every target in the title
+    and text is replaced by ``tokoh`` (so the task is to tell whom a post is about from what it says)."""
+    from sikap.text import find_mentions
+    from sikap.training.importers import ID_STANCE_ALIASES
+
+    aliases = [a for al in ID_STANCE_ALIASES.values() for a in al]
+
+    def mask(text: str | None) -> str | None:
+        if not text:
+            return text
+        for start, end in sorted(find_mentions(text, aliases), reverse=True):
+            text = text[:start] + "tokoh" + text[end:]
+        return text
+
+    target = next(iter(row["stances"]))
+    return {"id": row["id"], "title": mask(row.get("title")), "text": mask(row.get("text")), "topics": [target]}
+
+
 # ---------------------------------------------------------------- runs: (train rows, eval rows) pairs
 
 
@@ -190,6 +211,13 @@ def make_runs(task: Task, files: dict[str, Path], quick: bool) -> list[Run]:
     sub = DATA_OUT / "quick" if quick else DATA_OUT
     if task.kind == "demo":
         return [Run(task.name, files["train"], files["test"], "test", dev=files["dev"])]
+    if task.kind == "id-stance-topics":  # long posts; the label is the post's politician, whose names are masked
+        rows = [masked_target_topic(r) for r in read_jsonl(files["all"])]
+        tr, te = cv_folds([{**r, "stances": {"t": r["topics"][0]}} for r in rows])[0]
+        if quick:
+            tr, te = tr[: QUICK["train"]], te[: QUICK["eval"]]
+        return [Run(task.name, write_jsonl(sub / f"{task.name}-train.jsonl", [rows[i] for i in tr]),
+                    write_jsonl(sub / f"{task.name}-test.jsonl", [rows[i] for i in te]), "fold 1")]
     if task.protocol == "holdout":
         rows = read_jsonl(files["all"])
         targets = sorted({t for r in rows for t in r["stances"]})
@@ -364,7 +392,7 @@ def run_sikap(raw: dict, overrides: list[str], eval_path: Path, log_path: Path, 
 
 def main_head(task: Task) -> str:
     """The head a task is scored on (demo: stance; its topics are reported beside)."""
-    return "topics" if task.kind in ("sib200", "indonlu-smsa") else "stance"
+    return "topics" if task.kind in ("sib200", "indonlu-smsa", "id-stance-topics") else "stance"
 
 
 # ---------------------------------------------------------------- baseline
