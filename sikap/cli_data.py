@@ -36,9 +36,7 @@ def import_command(
     source: Annotated[
         Path, typer.Argument(exists=True, help="One file of the dataset, e.g. train.tsv.", show_default=False)
     ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", dir_okay=False, help="JSONL file to write (overwritten).")
-    ],
+    out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, help="JSONL file to write (overwritten).")],
     print_config: Annotated[
         bool,
         typer.Option("--print-config/--no-print-config", help="Print the labels: section for a config."),

@@ -54,10 +54,11 @@ class LinearHead:
     coef: np.ndarray  # (rows, n_features)
     intercept: np.ndarray  # (rows,)
     kind: str = "softmax"
+    temperature: float = 1.0  # scores are divided by it (fitted on dev: balanced LR is under-confident)
 
     def proba(self, x) -> np.ndarray:
         """(n, len(classes)) probabilities for a sparse (n, n_features) matrix."""
-        z = np.asarray(x @ self.coef.T, dtype=np.float64) + self.intercept
+        z = (np.asarray(x @ self.coef.T, dtype=np.float64) + self.intercept) / self.temperature
         if self.kind == "softmax":
             if z.shape[1] == 1:  # binary: one row scores the second class
                 p1 = _sigmoid(z[:, 0])
@@ -128,7 +129,7 @@ class LexicalModel:
                 return None
             arrays[f"{key}.coef"] = np.ascontiguousarray(h.coef, dtype=np.float32)
             arrays[f"{key}.intercept"] = np.asarray(h.intercept, dtype=np.float32)
-            return {"key": key, "classes": h.classes, "kind": h.kind}
+            return {"key": key, "classes": h.classes, "kind": h.kind, "temperature": h.temperature}
 
         doc = {
             "format_version": LEXICAL_VERSION,
@@ -181,7 +182,11 @@ class LexicalModel:
                         f"head {h['key']!r}: coefficients of shape {coef.shape}, expected (*, {n_features})"
                     )
                 return LinearHead(
-                    list(h["classes"]), coef, arrays[f"{h['key']}.intercept"].astype(np.float64), h["kind"]
+                    list(h["classes"]),
+                    coef,
+                    arrays[f"{h['key']}.intercept"].astype(np.float64),
+                    h["kind"],
+                    float(h.get("temperature", 1.0)),
                 )
 
             return cls(
@@ -193,6 +198,14 @@ class LexicalModel:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{model_dir}: damaged lexical model ({LEXICAL_JSON}): {e}") from e
+
+
+def set_temperature(model: LexicalModel, head: str, t: float) -> None:
+    """Set the temperature of the topic head (``head="topics"``) or of every stance head (``"stance"``)."""
+    heads = [model.topics] if head == "topics" else [*model.stance.values(), model.generic]
+    for h in heads:
+        if h is not None:
+            h.temperature = float(t)
 
 
 def blend(neural: np.ndarray, lexical: np.ndarray | None, weight: float) -> np.ndarray:

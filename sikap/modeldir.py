@@ -57,8 +57,11 @@ def encoder_from_model_dir(model_dir: Path, cache_dir: Path | None = None) -> Pa
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k.removeprefix("encoder."): v.float().contiguous() for k, v in load_file(str(weights)).items()
-             if k.startswith("encoder.")}
+    state = {
+        k.removeprefix("encoder."): v.float().contiguous()
+        for k, v in load_file(str(weights)).items()
+        if k.startswith("encoder.")
+    }
     save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     for f in model_dir.iterdir():
         if f.name == "config.json" or f.name.startswith(("tokenizer", "special_tokens", "vocab", "sentencepiece")):

@@ -112,8 +112,10 @@ class SikapMeta(_Meta):
         if v not in READABLE_FORMAT_VERSIONS:
             newer = v > max(READABLE_FORMAT_VERSIONS)
             hint = "it was saved by a newer sikap; upgrade sikap" if newer else "not a version sikap ever wrote"
-            raise ValueError(f"format_version {v} is not readable ({hint}); this sikap reads "
-                             f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
+            raise ValueError(
+                f"format_version {v} is not readable ({hint}); this sikap reads "
+                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}"
+            )
         return v
 
     @model_validator(mode="after")
@@ -177,8 +179,9 @@ def _read_json(path: Path) -> Any:
     except UnicodeDecodeError as e:
         raise ModelDirError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); the file is damaged") from None
     except json.JSONDecodeError as e:
-        raise ModelDirError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
-                            "the file is damaged or truncated") from None
+        raise ModelDirError(
+            f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno}); the file is damaged or truncated"
+        ) from None
     except OSError as e:
         raise ModelDirError(f"{path}: cannot read ({e.strerror or e})") from None
 

@@ -139,3 +139,28 @@ def test_lexical_files_missing_from_a_model_dir_are_an_error(trained_lexical, tm
     (copy / LEXICAL_WEIGHTS).unlink()
     with pytest.raises(ModelDirError, match="lexical"):
         load_model_dir(copy)
+
+
+def test_temperature_sharpens_an_under_confident_model_and_is_saved(tmp_path):
+    from sikap.lexical import set_temperature
+    from sikap.training.lexical import choose_temperature, rescale
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, size=300)
+    p = np.full((300, 3), 0.3)
+    p[np.arange(300), y] = 0.4  # right but timid
+    t = choose_temperature(p, y, multi_label=False)
+    assert t < 0.5
+    sharp = rescale(p, t, multi_label=False)
+    assert np.allclose(sharp.sum(1), 1.0) and sharp[np.arange(300), y].mean() > 0.9
+    assert np.allclose(rescale(p, 1.0, multi_label=False), p / p.sum(1, keepdims=True))
+
+    meta, records, _ = _meta_and_records(tmp_path)
+    lex = fit_lexical(records, meta, seed=0)
+    texts = [r.text for r in records[:5]]
+    before = lex.predict(texts, 2)[1][0]
+    set_temperature(lex, "stance", 0.25)
+    after = lex.predict(texts, 2)[1][0]
+    assert np.all(after.max(1) >= before.max(1) - 1e-9)
+    lex.save(tmp_path)
+    assert np.allclose(LexicalModel.load(tmp_path).predict(texts, 2)[1][0], after)

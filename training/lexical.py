@@ -117,6 +117,26 @@ def _bce(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+TEMPERATURES = tuple(round(float(t), 4) for t in np.geomspace(0.02, 2.0, 31))
+
+
+def rescale(p: np.ndarray, t: float, *, multi_label: bool) -> np.ndarray:
+    """Probabilities whose scores (logits, recovered from ``p``) are divided by ``t``."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / t))
+    z = np.log(p) / t
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def choose_temperature(p: np.ndarray, y: np.ndarray, *, multi_label: bool) -> float:
+    """Temperature scaling (Guo et al. 2017) on dev: the t that minimizes the log-loss of ``rescale(p, t)``."""
+    loss = _bce if multi_label else _nll
+    return min(TEMPERATURES, key=lambda t: (loss(rescale(p, t, multi_label=multi_label), y), abs(t - 1.0)))
+
+
 def choose_weight(neural: np.ndarray, lexical: np.ndarray, y: np.ndarray, *, multi_label: bool) -> tuple[float, dict]:
     """The encoder's share w in ``w * neural + (1 - w) * lexical`` minimizing dev log-loss.
 

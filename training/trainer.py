@@ -213,10 +213,11 @@ def choose_blend(
 ) -> dict:
     """The encoder's share per head in the blend with the lexical model, by dev log-loss (or ``fixed``)."""
     from sikap.inference.predict import Predictor
+    from sikap.lexical import set_temperature
     from sikap.training.dataset import label_arrays
-    from sikap.training.lexical import choose_weight
+    from sikap.training.lexical import choose_temperature, choose_weight, rescale
 
-    out: dict = {"topics": 1.0, "stance": 1.0, "dev_log_loss": {}}
+    out: dict = {"topics": 1.0, "stance": 1.0, "dev_log_loss": {}, "lexical_temperature": {}}
     topics, stance = meta.get("topics"), meta.get("stance")
     if fixed is not None:
         return {**out, "topics": float(fixed), "stance": float(fixed), "chosen_by": "config"}
@@ -236,7 +237,12 @@ def choose_blend(
             y = y_topics[labeled]
             if not topics["multi_label"]:
                 y = y.argmax(1)
-            w, losses = choose_weight(neural[labeled], lex_t[labeled], y, multi_label=topics["multi_label"])
+            ml = topics["multi_label"]
+            t = choose_temperature(lex_t[labeled], y, multi_label=ml)
+            set_temperature(lexical, "topics", t)
+            out["lexical_temperature"]["topics"] = t
+            lex_dev = rescale(lex_t[labeled], t, multi_label=ml)
+            w, losses = choose_weight(neural[labeled], lex_dev, y, multi_label=ml)
             out["topics"], out["dev_log_loss"]["topics"] = w, losses
     if stance and ns and ns[0] is not None:
         neural, mask_ = np.concatenate(ns), np.concatenate(mask)
@@ -249,7 +255,11 @@ def choose_blend(
                 if row[k] in classes and mask_[i, k]:
                     pn.append(neural[i, k]), pl.append(lp[i]), y.append(classes.index(row[k]))
         if y:
-            w, losses = choose_weight(np.array(pn), np.array(pl), np.array(y), multi_label=False)
+            y = np.array(y)
+            t = choose_temperature(np.array(pl), y, multi_label=False)
+            set_temperature(lexical, "stance", t)
+            out["lexical_temperature"]["stance"] = t
+            w, losses = choose_weight(np.array(pn), rescale(np.array(pl), t, multi_label=False), y, multi_label=False)
             out["stance"], out["dev_log_loss"]["stance"] = w, losses
     out["chosen_by"] = "dev log-loss"
     return out
@@ -328,7 +338,13 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         )
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
     if lexical is not None and dev_recs:  # the saved lexical model also learns from the dev records
-        lexical = fit_lexical(list(train_recs) + list(dev_recs), meta, seed=cfg.train.seed) or lexical
+        refit = fit_lexical(list(train_recs) + list(dev_recs), meta, seed=cfg.train.seed)
+        if refit is not None:
+            from sikap.lexical import set_temperature
+
+            for head, t in meta["blend"].get("lexical_temperature", {}).items():
+                set_temperature(refit, head, t)
+            lexical = refit
     meta.update(
         config=config_to_dict(cfg),
         data=data_info,
