@@ -530,7 +530,7 @@ def _seed_means(runs: list[Run], seeds: list[int], head: str, variant: str = "bl
     out = []
     for seed in seeds:
         xs = [
-            r.results["seeds"][seed]["variants"][variant].get(head)
+            r.results["seeds"][seed]["variants"].get(variant, {}).get(head)
             for r in runs
             if r.results["seeds"].get(seed, {}).get("ok")
         ]
