@@ -187,6 +187,11 @@ class TrainSection(_Section):
         description="Also fit a TF-IDF + logistic-regression model on the training records and blend its "
         "probabilities with the encoder's (saved in the model dir as arrays, no pickle).",
     )
+    lexical_temperature: bool = Field(
+        False,
+        description="Temperature-scale the lexical heads on dev before choosing the blend. Off by default: on "
+        "the demo it tied on dev and made the test split worse (BENCHMARKS.md); id-stance's config turns it on.",
+    )
     blend_weight: float | None = Field(
         None,
         ge=0,

@@ -209,7 +209,14 @@ def predict_records(predictor, records: Sequence[Record], *, chunk: int = 32, pr
 
 
 def choose_blend(
-    model: SikapModel, builder, meta: dict, lexical, dev: Sequence[Record], precision: str, fixed: float | None = None
+    model: SikapModel,
+    builder,
+    meta: dict,
+    lexical,
+    dev: Sequence[Record],
+    precision: str,
+    fixed: float | None = None,
+    temperature: bool = False,
 ) -> dict:
     """The encoder's share per head in the blend with the lexical model, by dev log-loss (or ``fixed``)."""
     from sikap.inference.predict import Predictor
@@ -238,7 +245,7 @@ def choose_blend(
             if not topics["multi_label"]:
                 y = y.argmax(1)
             ml = topics["multi_label"]
-            t = choose_temperature(lex_t[labeled], y, multi_label=ml)
+            t = choose_temperature(lex_t[labeled], y, multi_label=ml) if temperature else 1.0
             set_temperature(lexical, "topics", t)
             out["lexical_temperature"]["topics"] = t
             lex_dev = rescale(lex_t[labeled], t, multi_label=ml)
@@ -256,7 +263,7 @@ def choose_blend(
                     pn.append(neural[i, k]), pl.append(lp[i]), y.append(classes.index(row[k]))
         if y:
             y = np.array(y)
-            t = choose_temperature(np.array(pl), y, multi_label=False)
+            t = choose_temperature(np.array(pl), y, multi_label=False) if temperature else 1.0
             set_temperature(lexical, "stance", t)
             out["lexical_temperature"]["stance"] = t
             w, losses = choose_weight(np.array(pn), rescale(np.array(pl), t, multi_label=False), y, multi_label=False)
@@ -330,7 +337,16 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         if lexical is None:
             log("note: too few labeled records for the lexical model; the encoder decides alone")
     if lexical is not None:
-        blend = choose_blend(trainer.model, builder, meta, lexical, dev_recs, precision, cfg.train.blend_weight)
+        blend = choose_blend(
+            trainer.model,
+            builder,
+            meta,
+            lexical,
+            dev_recs,
+            precision,
+            cfg.train.blend_weight,
+            temperature=cfg.train.lexical_temperature,
+        )
         meta["blend"] = blend
         log(
             f"blend: encoder share topics {blend['topics']:.1f}, stance {blend['stance']:.1f} "
