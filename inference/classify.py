@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sikap.inference.predict import ArticlePrediction, Predictor
 from sikap.inference.readers import ArticleInput, ScanStats, iter_articles, printable
+from sikap.predict import ArticlePrediction, Predictor
 from sikap.text import article_text
 
 # the first columns of every CSV output, and the keys of every JSONL record

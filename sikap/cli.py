@@ -203,9 +203,9 @@ def classify(
     import torch
 
     from sikap.inference.classify import OutputError, check_inputs, classify_folder, open_output
-    from sikap.inference.predict import Predictor
     from sikap.modeldir import ModelDirError, add_actors, check_added_actors, load_model_dir, parse_actor_spec
     from sikap.modelmeta import check_model_dir
+    from sikap.predict import Predictor
 
     if resume and overwrite:
         fail("--resume and --overwrite exclude each other")

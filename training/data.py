@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sikap.config import NOT_MENTIONED, Config, DataSection, LabelsSection
-from sikap.inference.readers import repair_text
+from sikap.repair import repair_text
 
 MAX_REPORTED = 30
 

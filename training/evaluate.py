@@ -57,8 +57,8 @@ def evaluate_model_dir(
 ) -> dict:
     """Score a saved model on a labeled file; writes metrics.json and report.md into ``out_dir``."""
     from sikap.config import config_from_dict
-    from sikap.inference.predict import Predictor
     from sikap.modeldir import load_model_dir
+    from sikap.predict import Predictor
     from sikap.training.data import load_records
     from sikap.training.trainer import predict_records
 

@@ -140,7 +140,7 @@ def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, 
     """A transformers Trainer wired for sikap's article batches."""
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
-    from sikap.inference.predict import resolve_precision
+    from sikap.predict import resolve_precision
 
     t = cfg.train
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -219,8 +219,8 @@ def choose_blend(
     temperature: bool = False,
 ) -> dict:
     """The encoder's share per head in the blend with the lexical model, by dev log-loss (or ``fixed``)."""
-    from sikap.inference.predict import Predictor
     from sikap.lexical import set_temperature
+    from sikap.predict import Predictor
     from sikap.training.dataset import label_arrays
     from sikap.training.lexical import choose_temperature, choose_weight, rescale
 
@@ -276,7 +276,7 @@ def tune_and_score(
     model: SikapModel, builder, meta: dict, dev: Sequence[Record], precision: str, lexical=None
 ) -> tuple[dict, dict]:
     """Dev metrics through the inference path; per-topic thresholds tuned on dev for multi-label topics."""
-    from sikap.inference.predict import Predictor
+    from sikap.predict import Predictor
     from sikap.training.dataset import label_arrays
 
     model.eval()
