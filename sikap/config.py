@@ -182,6 +182,12 @@ class TrainSection(_Section):
         description="Which evaluation's weights to keep: score (best dev macro-F1), loss (lowest dev loss: "
         "smoother than F1 on a small dev set) or last (the end of the schedule).",
     )
+    average_last: int = Field(
+        0,
+        ge=0,
+        description="Average the weights at the end of the last N epochs (checkpoint averaging; needs "
+        "select: last). 0 = off.",
+    )
     lexical: bool = Field(
         True,
         description="Also fit a TF-IDF + logistic-regression model on the training records and blend its "
@@ -199,6 +205,15 @@ class TrainSection(_Section):
         description="The encoder's share of the blended probabilities (1 = encoder only); unset: chosen per "
         "head on dev by log-loss.",
     )
+
+    @model_validator(mode="after")
+    def _averaging_keeps_last(self) -> TrainSection:
+        if self.average_last and self.select != "last":
+            raise ValueError(
+                f"average_last ({self.average_last}) averages the last epochs' weights and needs select: last "
+                f"(got select: {self.select})"
+            )
+        return self
 
 
 class Config(_Section):

@@ -136,7 +136,7 @@ def make_compute_metrics(meta: dict):
     return compute
 
 
-def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, progress: bool):
+def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, progress: bool, log=print):
     """A transformers Trainer wired for sikap's article batches."""
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
@@ -177,6 +177,10 @@ def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, 
     )
     # select=last trains the whole schedule: no early stopping
     callbacks = [EarlyStoppingCallback(early_stopping_patience=t.patience)] if t.patience and t.select != "last" else []
+    if t.average_last:
+        from sikap.training.averaging import CheckpointAveraging
+
+        callbacks.append(CheckpointAveraging(t.average_last, log=log))
     n_topics = len(meta["topics"]["names"]) if meta.get("topics") else 0
     n_actors = len(meta["stance"]["actors"]) if meta.get("stance") else 0
     return Trainer(
@@ -322,7 +326,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     dev_ex = encode_records(dev_recs, builder, meta)
     _warn_unmentioned(train_ex, log)
 
-    trainer = make_trainer(cfg, model, meta, train_ex, dev_ex, tokenizer.pad_token_id or 0, progress)
+    trainer = make_trainer(cfg, model, meta, train_ex, dev_ex, tokenizer.pad_token_id or 0, progress, log=log)
     checkpoint = _resume_point(cfg) if resume else None
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=checkpoint)
