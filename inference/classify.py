@@ -90,6 +90,9 @@ def error_record(art: ArticleInput) -> dict:
 
 def _base_record(art: ArticleInput) -> dict:
     rec = {"id": art.id, "source": art.source, "line": art.line, "title": art.title, "error": None}
+    rec["date"] = art.date  # ISO YYYY-MM-DD or None (see sikap.inference.dates); read by `sikap summarize`
+    if art.fields:
+        rec["fields"] = art.fields  # input fields kept with --keep-field (e.g. an outlet to group by)
     if art.warnings:
         rec["warnings"] = list(art.warnings)
     if art.meta:
@@ -165,7 +168,7 @@ class CsvWriter:
 
     def __init__(self, path: Path, predictor: Predictor):
         self.path = path
-        self.columns = ["id", "source", "line", "title", "error", "warnings", "topics"]
+        self.columns = ["id", "source", "line", "title", "error", "warnings", "date", "topics"]
         self.columns += [f"topic:{n}" for n in predictor.topic_names]
         for a in predictor.actors:
             self.columns += [f"stance:{a}"] + [f"stance:{a}:{c}" for c in predictor.classes]
@@ -209,6 +212,7 @@ class CsvWriter:
     def flatten(r: dict) -> dict:
         row = {k: r.get(k) for k in ("id", "source", "line", "title", "error")}
         row["warnings"] = "; ".join(r.get("warnings", []))
+        row["date"] = r.get("date")
         row["topics"] = "|".join(r.get("topics") or [])
         row.update({f"topic:{n}": p for n, p in (r.get("topic_probs") or {}).items()})
         for a, s in (r.get("stances") or {}).items():

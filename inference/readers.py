@@ -45,6 +45,7 @@ from pathlib import Path
 import charset_normalizer
 import trafilatura
 
+from sikap.inference.dates import DATE_FIELDS, date_from_fields, parse_date
 from sikap.repair import _cp1252_char, repair_text  # noqa: F401  (repair_text: public here too)
 
 ARTICLE_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".html", ".htm")
@@ -80,6 +81,8 @@ class ArticleInput:
     error: str | None = None  # why the article can't be read (then title and text are "")
     warnings: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # format, encoding, truncated, user_id, index
+    date: str | None = None  # publication date, ISO YYYY-MM-DD, when the input has one
+    fields: dict = field(default_factory=dict)  # JSON fields kept as asked (keep_fields), e.g. outlet
 
 
 @dataclass
@@ -94,11 +97,13 @@ class ScanStats:
 
 @dataclass(frozen=True)
 class _Fields:
-    """Which JSON fields hold the title, the text and the user's id."""
+    """Which JSON fields hold the title, the text, the user's id and the date, and which to keep."""
 
     text: str
     title: str
     id: str | None
+    dates: tuple[str, ...] = DATE_FIELDS  # the first one with a value is the publication date
+    keep: tuple[str, ...] = ()  # copied into ArticleInput.fields (scalars only)
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +432,8 @@ def _read_html(file: _File) -> Iterator[ArticleInput]:
     if title and first.strip() == title and rest.strip():
         text = rest.strip()  # trafilatura repeats the <h1> headline as the first line
     yield ArticleInput(file.rel, file.rel, None, title, text,
-                       warnings=_dedupe(warnings + text_warnings + title_warnings), meta=meta)
+                       warnings=_dedupe(warnings + text_warnings + title_warnings), meta=meta,
+                       date=parse_date(getattr(doc, "date", None)))  # htmldate: meta tags, JSON-LD, URL
 
 
 def _read_json(file: _File) -> Iterator[ArticleInput]:
@@ -518,8 +524,22 @@ def _record_from_object(obj: object, rid: str, source: str, line: int | None, fi
     if not text.strip():  # repair removed everything (e.g. only control characters)
         return _error(rid, source, f"field '{fields.text}' is empty after cleaning", line=line,
                       warnings=warnings, meta=meta)
-    all_warnings = _dedupe(warnings + text_warnings + title_repairs + title_warnings)
-    return ArticleInput(rid, source, line, title, text, warnings=all_warnings, meta=meta)
+    date, date_warnings = date_from_fields(obj, fields.dates)
+    all_warnings = _dedupe(warnings + text_warnings + title_repairs + title_warnings + date_warnings)
+    return ArticleInput(rid, source, line, title, text, warnings=all_warnings, meta=meta, date=date,
+                        fields=_kept_fields(obj, fields.keep))
+
+
+def _kept_fields(obj: dict, names: tuple[str, ...]) -> dict:
+    """The asked-for fields of ``obj`` that hold a string, number or boolean (others are left out)."""
+    kept = {}
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, str):
+            kept[name] = printable(value)
+        elif isinstance(value, (int, float, bool)):
+            kept[name] = value
+    return kept
 
 
 def _text_field_problem(obj: dict, name: str) -> str:
@@ -731,7 +751,8 @@ def _readlink(path: Path) -> str:
 def iter_articles(root: Path, *, text_field: str = "text", title_field: str = "title",
                   id_field: str | None = "id", max_bytes: int = 5_000_000,
                   stats: ScanStats | None = None,
-                  exclude: Iterable[tuple[int, int]] = ()) -> Iterator[ArticleInput]:
+                  exclude: Iterable[tuple[int, int]] = (), date_fields: Iterable[str] = DATE_FIELDS,
+                  keep_fields: Iterable[str] = ()) -> Iterator[ArticleInput]:
     """Yield one record per article under ``root`` (a folder, or a single file).
 
     Records come in sorted path order and are deterministic. ``text_field``,
@@ -739,7 +760,9 @@ def iter_articles(root: Path, *, text_field: str = "text", title_field: str = "t
     ``meta["user_id"]``; record ids are always path-based so they stay stable).
     ``max_bytes`` caps what is read per file (per line for JSONL). ``stats``, if given,
     is filled while iterating. ``exclude`` holds (st_dev, st_ino) pairs of files never to read
-    (classify's own output). Raises FileNotFoundError at once if ``root`` is missing;
+    (classify's own output). ``date_fields`` name the JSON fields read for the publication date
+    (the first with a value; HTML dates come from trafilatura), ``keep_fields`` those copied into
+    ``ArticleInput.fields`` (an outlet, a section). Raises FileNotFoundError at once if ``root`` is missing;
     every per-file problem becomes an error record instead of an exception.
     """
     root = Path(root)
@@ -747,7 +770,8 @@ def iter_articles(root: Path, *, text_field: str = "text", title_field: str = "t
         raise FileNotFoundError(f"no such file or folder: {root}")
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
-    fields = _Fields(text=text_field, title=title_field, id=id_field)
+    fields = _Fields(text=text_field, title=title_field, id=id_field, dates=tuple(date_fields),
+                     keep=tuple(keep_fields))
     stats = stats if stats is not None else ScanStats()
     return _iter_records(root, fields, max_bytes, stats, frozenset(exclude))
 

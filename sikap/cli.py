@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sikap import __version__
+from sikap.inference.dates import Period
 
 app = typer.Typer(
     help="Fine-tune IndoBERT-family encoders on labeled Indonesian news and batch-classify topics and "
@@ -188,6 +189,14 @@ def classify(
     text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
     max_bytes: Annotated[int, typer.Option(min=1, help="Read at most this many bytes per file (flagged).")] = 5_000_000,
+    date_field: Annotated[
+        str | None,
+        typer.Option(help="Publication-date field in .json/.jsonl articles [default: date, published, tanggal]."),
+    ] = None,
+    keep_field: Annotated[
+        list[str] | None,
+        typer.Option(help="Copy this .json/.jsonl field (e.g. outlet) into each record's 'fields' (repeatable)."),
+    ] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow a pickle checkpoint (unsafe).")] = False,
     actor: Annotated[
         list[str] | None,
@@ -237,6 +246,7 @@ def classify(
         lexical=loaded.lexical,
     )
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
+    reader_options |= _date_options(date_field, keep_field)
     try:
         summary = _run_with_progress(
             progress,
@@ -263,6 +273,12 @@ def classify(
         f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, precision {predictor.precision}); "
         f"predictions in [bold]{escape(str(output))}[/bold]"
     )
+
+
+def _date_options(date_field: str | None, keep_field: list[str] | None) -> dict:
+    from sikap.inference.dates import DATE_FIELDS
+
+    return {"date_fields": (date_field,) if date_field else DATE_FIELDS, "keep_fields": tuple(keep_field or ())}
 
 
 def _run_with_progress(enabled: bool, fn):
@@ -315,9 +331,48 @@ def demo(
         text_field="text",
         title_field="title",
         max_bytes=5_000_000,
+        date_field=None,
+        keep_field=None,
         allow_pickle=False,
         actor=None,
         progress=True,
+    )
+    summarize(output, out=output.parent / "summary", by=Period.month, group=None, min_articles=5)
+
+
+# ---------------------------------------------------------------- summarize
+
+
+@app.command()
+def summarize(
+    predictions: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL output of `sikap classify`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Folder for the summary.")] = Path(
+        "summary"
+    ),
+    by: Annotated[Period, typer.Option(help="Period: YYYY-MM, ISO week YYYY-Www, or YYYY-MM-DD.")] = Period.month,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Record field to group by: source, a field kept with --keep-field (outlet), meta.format."),
+    ] = None,
+    min_articles: Annotated[
+        int, typer.Option(min=1, help="Periods with fewer articles are left out of the biggest shifts.")
+    ] = 5,
+) -> None:
+    """Topics and stance per period (and group): summary.csv, line and bar plots, summary.md with the biggest shifts."""
+    from sikap.inference.summarize import summarize as run_summarize
+
+    try:
+        result = run_summarize(predictions, out, by=by, group=group, min_articles=min_articles)
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"cannot summarize {predictions}: {e}")
+    undated = f", {result.undated} without a date (counted as 'undated')" if result.undated else ""
+    bad = f", {len(result.bad_lines)} unreadable lines skipped" if result.bad_lines else ""
+    console.print(
+        f"{result.records} records ({result.classified} classified, {result.errors} error records{undated}{bad}); "
+        f"summary in [bold]{escape(str(result.markdown))}[/bold] ({len(result.figures)} figures, "
+        f"{escape(result.csv.name)})"
     )
 
 
