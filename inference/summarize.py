@@ -458,10 +458,10 @@ def summary_markdown(
     ]
     if result.bad_lines:
         shown = ", ".join(map(str, result.bad_lines[:10])) + (" ..." if len(result.bad_lines) > 10 else "")
-        lines.append(f"{_n(len(result.bad_lines), 'line')} not JSON records, skipped (line numbers: {shown}).")
+        lines.append(f"Not JSON records, skipped: {_n(len(result.bad_lines), 'line')} ({shown}).")
     if bad_dates:
         lines.append(
-            f"{_n(len(bad_dates), 'record')} with a `date` that is not YYYY-MM-DD, counted as undated "
+            f"A `date` that is not YYYY-MM-DD, counted as undated: {_n(len(bad_dates), 'record')} "
             f"({', '.join(bad_dates[:5])}{' ...' if len(bad_dates) > 5 else ''})."
         )
     if result.undated:
