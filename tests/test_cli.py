@@ -188,7 +188,7 @@ def test_demo_command_trains_and_classifies(workspace, tmp_path):
     folder.mkdir()
     (folder / "a.txt").write_text("judul\n\nmedia mendukung NATO inflasi rupiah", encoding="utf-8")
     out = tmp_path / "preds.jsonl"
-    invoke(
+    res = invoke(
         "demo",
         "--config",
         workspace / "cfg.yaml",
@@ -203,3 +203,6 @@ def test_demo_command_trains_and_classifies(workspace, tmp_path):
     )
     recs = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in recs] == ["a.txt"] and recs[0]["error"] is None
+    summary = tmp_path / "summary" / "summary.md"  # the demo ends with `sikap summarize` next to the predictions
+    assert "1 of 1 classified articles had no date" in summary.read_text(encoding="utf-8")
+    assert "summary.md" in "".join(res.output.split())
