@@ -42,12 +42,16 @@ COLUMNS = ["period", "group", "task", "actor", "label", "count", "total", "share
 # ---------------------------------------------------------------- reading
 
 
+class PredictionsError(ValueError):
+    """The file is not a classify JSONL output."""
+
+
 @dataclass
 class Predictions:
     """The records of a predictions file, and its lines that are not records."""
 
     records: list[dict] = field(default_factory=list)
-    bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of unreadable lines
+    bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of lines that are not records
     bad_dates: list[str] = field(default_factory=list)  # ids whose "date" is not an ISO date (undated)
 
     @property
@@ -56,9 +60,11 @@ class Predictions:
 
 
 def read_predictions(path: Path) -> Predictions:
-    """Read a ``classify`` JSONL output; a line that is not a JSON object is counted, not fatal.
+    """Read a ``classify`` JSONL output; a line that is not a record is counted, not fatal.
 
-    Raises FileNotFoundError when the file is missing.
+    A line is a record when it is a JSON object whose ``topics``, ``topic_probs`` and ``stances``
+    (where present) have the types classify writes. Raises FileNotFoundError when the file is
+    missing, and PredictionsError when no line at all is a record (a CSV output, another file).
     """
     out = Predictions()
     with Path(path).open(encoding="utf-8", errors="replace") as f:
@@ -69,14 +75,34 @@ def read_predictions(path: Path) -> Predictions:
                 rec = json.loads(line)
             except (ValueError, RecursionError):
                 rec = None
-            if not isinstance(rec, dict):
+            if not _is_record(rec):
                 out.bad_lines.append(number)
                 continue
             if not _valid_date(rec.get("date")):
                 out.bad_dates.append(str(rec.get("id", f"line {number}")))
                 rec["date"] = None
             out.records.append(rec)
+    if out.bad_lines and not out.records:
+        raise PredictionsError(
+            f"{path}: none of its {len(out.bad_lines)} lines is a classify record; summarize reads the JSONL "
+            "output of `sikap classify` (-o predictions.jsonl)"
+        )
     return out
+
+
+def _is_record(rec: object) -> bool:
+    """A JSON object shaped like a classify record: what summarize reads has the types it expects."""
+    if not isinstance(rec, dict):
+        return False
+    topics, probs, stances = rec.get("topics", []), rec.get("topic_probs", {}), rec.get("stances", {})
+    return (
+        isinstance(topics, list)
+        and all(isinstance(t, str) for t in topics)
+        and isinstance(probs, dict)
+        and isinstance(stances, dict)
+        and all(isinstance(v, dict) and isinstance(v.get("label"), str) for v in stances.values())
+        and all(isinstance(v.get("probs") or {}, dict) for v in stances.values())
+    )
 
 
 def _valid_date(value: object) -> bool:
@@ -458,7 +484,7 @@ def summary_markdown(
     ]
     if result.bad_lines:
         shown = ", ".join(map(str, result.bad_lines[:10])) + (" ..." if len(result.bad_lines) > 10 else "")
-        lines.append(f"Not JSON records, skipped: {_n(len(result.bad_lines), 'line')} ({shown}).")
+        lines.append(f"Not classify records, skipped: {_n(len(result.bad_lines), 'line')} ({shown}).")
     if bad_dates:
         lines.append(
             f"A `date` that is not YYYY-MM-DD, counted as undated: {_n(len(bad_dates), 'record')} "

@@ -365,10 +365,12 @@ def summarize(
 
     try:
         result = run_summarize(predictions, out, by=by, group=group, min_articles=min_articles)
-    except (OSError, UnicodeDecodeError) as e:
-        fail(f"cannot summarize {predictions}: {e}")
+    except OSError as e:
+        fail(f"cannot summarize {predictions}: {e.strerror or e}")
+    except ValueError as e:  # PredictionsError: not a classify output
+        fail(str(e))
     undated = f", {result.undated} without a date (counted as 'undated')" if result.undated else ""
-    bad = f", {len(result.bad_lines)} unreadable lines skipped" if result.bad_lines else ""
+    bad = f", {len(result.bad_lines)} lines skipped (not classify records)" if result.bad_lines else ""
     console.print(
         f"{result.records} records ({result.classified} classified, {result.errors} error records{undated}{bad}); "
         f"summary in [bold]{escape(str(result.markdown))}[/bold] ({len(result.figures)} figures, "

@@ -175,7 +175,7 @@ def test_summarize_writes_table_figures_and_summary(predictions, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
     md = (out / "summary.md").read_text(encoding="utf-8")
     assert "7 records: 6 classified, 1 error record" in md
-    assert "skipped: 1 line (8)" in md
+    assert "Not classify records, skipped: 1 line (8)" in md
     assert "1 of 6 classified articles had no date" in md
     assert "| Rusia | favor | 2024-01 → 2024-02 | 0% → 100% | +100 pts | 2 → 1 |" in md
     assert "| pemilu | 2024-01 → 2024-02 | 67% → 0% | -67 pts | 3 → 2 |" in md
@@ -197,6 +197,30 @@ def test_undated_only_predictions_are_summarized_without_lines(tmp_path):
     result = summarize(path, tmp_path / "out")
     assert result.undated == 1 and [f.name for f in result.figures] == ["topics.png"]
     assert "No shift to report" in (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+
+
+def test_records_of_the_wrong_shape_are_skipped_and_a_csv_is_refused(tmp_path):
+    lines = [
+        json.dumps(_pred("a", "2024-01-02", None, ["ekonomi"], "favor", "against")),
+        json.dumps({"id": "b", "error": None, "stances": {"NATO": "favor"}}),  # a stance is an object
+        json.dumps({"id": "c", "error": None, "topics": "ekonomi"}),  # topics is a list
+        json.dumps({"id": "d", "error": None, "date": "2024-13-01", "topics": ["ekonomi"]}),  # month 13
+        "[1, 2]",
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    preds = read_predictions(path)
+    assert [r["id"] for r in preds.records] == ["a", "d"] and preds.bad_lines == [2, 3, 5]
+    assert preds.bad_dates == ["d"] and preds.records[1]["date"] is None
+    md = (summarize(path, tmp_path / "out").markdown).read_text(encoding="utf-8")
+    assert "skipped: 3 lines (2, 3, 5)" in md and "counted as undated: 1 record (d)" in md
+
+    (tmp_path / "p.csv").write_text("id,source,line,title,error\na.txt,a.txt,,a,\n", encoding="utf-8")
+    res = runner.invoke(app, ["summarize", str(tmp_path / "p.csv"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "JSONLoutput" in "".join(res.output.split()) and "Traceback" not in res.output
+
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    assert summarize(tmp_path / "empty.jsonl", tmp_path / "e").records == 0
 
 
 # ---------------------------------------------------------------- classify keeps the date
