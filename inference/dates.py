@@ -56,6 +56,15 @@ def parse_date(value: object) -> str | None:
     value = value.strip()
     if not value or len(value) > _MAX_DATE_CHARS:
         return None
+    return _parse_text(value)
+
+
+@lru_cache(maxsize=4096)  # a corpus repeats its dates: one parse per distinct string
+def _parse_text(value: str) -> str | None:
+    try:  # ISO 8601 (most feeds and JSON-LD): the standard library, 1000x faster than dateparser
+        return dt.datetime.fromisoformat(value).date().isoformat()
+    except ValueError:
+        pass
     try:
         data = _parser().get_date_data(value)
     except (ValueError, OverflowError, OSError):  # dateparser on odd input (huge timestamps, ...)
