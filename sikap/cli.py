@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sikap import __version__
-from sikap.inference.dates import Period
+from sikap.inference.dates import DATE_FIELDS, Period
 
 app = typer.Typer(
     help="Fine-tune IndoBERT-family encoders on labeled Indonesian news and batch-classify topics and "
@@ -276,8 +276,6 @@ def classify(
 
 
 def _date_options(date_field: str | None, keep_field: list[str] | None) -> dict:
-    from sikap.inference.dates import DATE_FIELDS
-
     return {"date_fields": (date_field,) if date_field else DATE_FIELDS, "keep_fields": tuple(keep_field or ())}
 
 
