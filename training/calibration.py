@@ -23,6 +23,7 @@ from sikap.training.dataset import label_arrays
 
 N_BINS = 10
 T_BOUNDS = (0.05, 20.0)
+PRIOR_SIGMA = 0.5  # of the normal prior on log T (see fit_temperature)
 MIN_DEV_EXAMPLES = 10  # fewer labeled dev examples for a head: keep T = 1 (nothing to fit on)
 
 
@@ -96,19 +97,27 @@ def log_loss(probs: np.ndarray, y: np.ndarray, *, multi_label: bool) -> float:
     return float(-np.mean(np.log(p[np.arange(len(p)), np.asarray(y, dtype=int)])))
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray, *, multi_label: bool, bounds=T_BOUNDS) -> float:
-    """Temperature scaling: the ``T`` in ``bounds`` minimizing the log-loss of
-    ``apply_temperature(probs, T)`` (a bounded 1-d search over ``log T``)."""
+def fit_temperature(
+    probs: np.ndarray, y: np.ndarray, *, multi_label: bool, bounds=T_BOUNDS, prior_sigma: float = PRIOR_SIGMA
+) -> float:
+    """Temperature scaling (Guo et al. 2017): the ``T`` in ``bounds`` minimizing the summed log-loss
+    of ``apply_temperature(probs, T)`` plus a weak normal prior on ``log T`` (mean 0, ``prior_sigma``).
+
+    The prior matters only for small dev sets: when the model ranks every dev example right, each
+    smaller ``T`` lowers the log-loss and plain maximum likelihood drives ``T`` to 0 (probabilities
+    of exactly 0 and 1); with it, 30 perfectly ranked examples end at ~0.93 confidence, while on a
+    few hundred examples the data decide. A bounded 1-d search over ``log T``.
+    """
     from scipy.optimize import minimize_scalar
 
-    def nll(log_t: float) -> float:
-        return log_loss(
-            apply_temperature(probs, float(np.exp(log_t)), multi_label=multi_label), y, multi_label=multi_label
-        )
+    n = np.asarray(y).size  # events: articles, or (article, topic) pairs for multi-label
 
-    res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
-    t = float(np.exp(res.x))
-    return round(t, 4) if nll(np.log(round(t, 4))) <= nll(0.0) else 1.0  # never worse than T = 1 on dev
+    def objective(log_t: float) -> float:
+        cal = apply_temperature(probs, float(np.exp(log_t)), multi_label=multi_label)
+        return n * log_loss(cal, y, multi_label=multi_label) + log_t**2 / (2 * prior_sigma**2)
+
+    res = minimize_scalar(objective, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
+    return round(float(np.exp(res.x)), 4)
 
 
 # ---------------------------------------------------------------- arrays from predictions

@@ -82,7 +82,7 @@ def write_figures(out_dir: Path, metrics: dict, meta: dict, topic_arrays=None) -
 def _grid(plt, n: int, size: float = 3.2, max_cols: int = 4):
     cols = min(n, max_cols)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, layout="constrained")
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()[:n]
@@ -106,7 +106,7 @@ def _topic_confusion(plt, meta: dict, arrays):
     names = meta["topics"]["names"]
     if not meta["topics"]["multi_label"]:
         size = max(4.0, 0.7 * len(names) + 2)
-        fig, ax = plt.subplots(figsize=(size, size))
+        fig, ax = plt.subplots(figsize=(size, size), layout="constrained")
         idx = list(range(len(names)))
         cm = confusion_matrix(y_true.argmax(1), y_pred.argmax(1), labels=idx)
         _matrix(ax, cm, names, f"topics (n={len(y_true)})")
@@ -169,7 +169,16 @@ def _f1_bars(plt, metrics: dict):
         ax.set(xlim=(0, 1), title=title, xlabel="F1")
         ax.invert_yaxis()
         for y, v in enumerate(values.values()):
-            ax.text(min(v + 0.02, 0.9), y, f"{v:.2f}", va="center", fontsize=8)
+            inside = v > 0.8  # the value at the bar's end, inside it (white) when there is no room after it
+            ax.text(
+                v - 0.02 if inside else v + 0.02,
+                y,
+                f"{v:.2f}",
+                va="center",
+                ha="right" if inside else "left",
+                color="white" if inside else "black",
+                fontsize=8,
+            )
     return fig
 
 
