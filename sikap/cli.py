@@ -336,7 +336,8 @@ def demo(
         progress=True,
     )
     if cfg.data.test is not None and cfg.data.test.is_file():
-        console.print(f"evaluation report: [bold]{escape(str(cfg.output_dir / 'eval' / 'report.html'))}[/bold]")
+        report = cfg.output_dir / "eval" / "report.html"
+        console.print(f"evaluation report: [bold]{escape(str(report))}[/bold]", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- config

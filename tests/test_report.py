@@ -124,3 +124,17 @@ def test_multi_label_topics_get_one_2x2_matrix_per_topic(tmp_path):
 def test_report_html_leaves_missing_images_alone(tmp_path):
     page = report_html("# t\n\n![x](missing.png)\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", tmp_path)
     assert 'src="missing.png"' in page and "<td>1</td>" in page
+
+
+def test_demo_ends_with_the_report_location(evaluated, tmp_path):
+    root = evaluated.parent
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("judul\n\nmedia mendukung NATO inflasi rupiah", encoding="utf-8")
+    sets = [f"output_dir={tmp_path / 'run'}", f"data.test={root / 'test.jsonl'}", "train.max_steps=3"]
+    args = ["demo", "--config", root / "cfg.yaml", "--inputs", folder, "--output", tmp_path / "p.jsonl"]
+    res = runner.invoke(app, [str(a) for a in args] + [x for s in sets for x in ("--set", s)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    report = tmp_path / "run" / "eval" / "report.html"
+    assert report.is_file()
+    assert res.output.strip().splitlines()[-1] == f"evaluation report: {report}"
