@@ -273,3 +273,46 @@ def test_evaluate_on_an_old_model_dir_reports_no_change(trained, tmp_path):
         assert cal[head]["temperature"] == 1.0
         assert cal[head]["ece_before"] == cal[head]["ece_after"]
         assert cal[head]["brier_before"] == cal[head]["brier_after"]
+
+
+def test_multi_label_thresholds_are_tuned_on_calibrated_probabilities(tiny_backbone, tmp_path):
+    from sikap.config import config_from_dict
+    from sikap.modeldir import load_model_dir
+    from sikap.predict import Predictor
+    from sikap.training.data import load_records
+    from sikap.training.dataset import label_arrays
+    from sikap.training.metrics import tune_thresholds
+    from sikap.training.trainer import predict_records, train
+
+    write_jsonl(tmp_path / "train.jsonl", synthetic_records(48, seed=4))
+    dev = synthetic_records(24, seed=6)
+    for r in dev:
+        r["id"] = f"dev-{r['id']}"
+    write_jsonl(tmp_path / "dev.jsonl", dev)
+    # encoder only: the saved model then gives exactly the dev probabilities the thresholds were tuned on
+    raw = tiny_config_dict(
+        tiny_backbone, tmp_path / "train.jsonl", tmp_path / "dev.jsonl", tmp_path / "run", max_steps=8, lexical=False
+    )
+    raw["labels"]["topics"]["multi_label"] = True
+    cfg = config_from_dict(raw)
+    train(cfg, progress=False, log=lambda m: None)
+    loaded = load_model_dir(tmp_path / "run")
+    t = loaded.meta["topics"]["temperature"]
+    assert t != 1.0 and loaded.meta["calibration"]["topics"]["n"] == 24
+    preds = predict_records(
+        Predictor(loaded.model, loaded.builder, loaded.meta, precision="fp32"),
+        load_records(tmp_path / "dev.jsonl", cfg),
+    )
+    y, _ = label_arrays(load_records(tmp_path / "dev.jsonl", cfg), loaded.meta)
+    calibrated = np.array([p.topic_probs for p in preds])
+    assert np.allclose(calibrated, apply_temperature(np.array([p.raw_topic_probs for p in preds]), t, multi_label=True))
+    names = loaded.meta["topics"]["names"]
+    assert [loaded.meta["topics"]["thresholds"][n] for n in names] == tune_thresholds(calibrated, y)
+
+
+def test_a_damaged_temperature_is_refused(trained, tmp_path):
+    from sikap.modelmeta import ModelDirError, check_model_dir
+
+    copy = _with_temperatures(trained / "run", tmp_path / "bad", 0.0, None)
+    with pytest.raises(ModelDirError, match="topics.temperature"):
+        check_model_dir(copy)
