@@ -24,6 +24,7 @@ GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def scores(model_dir: Path, data: Path) -> dict[str, dict[str, float]]:
+    from sikap.calibration import apply_temperature
     from sikap.config import config_from_dict
     from sikap.inference.predict import ArticlePrediction, Predictor
     from sikap.lexical import blend
@@ -38,7 +39,7 @@ def scores(model_dir: Path, data: Path) -> dict[str, dict[str, float]]:
     enc = Predictor(loaded.model, loaded.builder, loaded.meta, precision="auto")
     tp, sp, mask = [], [], []
     for s in range(0, len(texts), 32):
-        t_, s_, m_, _ = enc.probabilities(texts[s : s + 32])
+        t_, s_, m_, _ = enc.probabilities(texts[s : s + 32], calibrated=False)  # temperatures apply to the blend
         tp.append(t_), sp.append(s_), mask.append(m_.numpy())
     tp = np.concatenate(tp) if tp[0] is not None else None
     sp = np.concatenate(sp) if sp[0] is not None else None
@@ -56,12 +57,15 @@ def scores(model_dir: Path, data: Path) -> dict[str, dict[str, float]]:
                 if tp is not None and lex_t is not None
                 else (tp[i] if tp is not None else None)
             )
+            if t is not None:
+                t = apply_temperature(t, enc.temperature["topics"], multi_label=enc.multi_label)
             st, labels = [], []
             for k in range(len(enc.actors)):
                 if sp is None or not mask[i, k]:
                     st.append(None), labels.append("not_mentioned")
                     continue
                 p = blend(sp[i, k], lex_s[k][i], ws) if lex_s[k] is not None else sp[i, k]
+                p = apply_temperature(p, enc.temperature["stance"], multi_label=False)
                 st.append(p), labels.append(enc.classes[int(np.argmax(p))])
             preds.append(ArticlePrediction(t, enc.decide_topics(t) if t is not None else [], st, labels))
         m = score_predictions(loaded.meta, records, preds)

@@ -129,7 +129,8 @@ def evaluate(
     except (ModelDirError, DataError) as e:
         fail(str(e))
     console.print(metrics_table(metrics, title=f"{data} ({metrics['data']['records']} records)"))
-    console.print(f"wrote {escape(str(out or model_dir / 'eval'))}/metrics.json and report.md")
+    folder = out or model_dir / "eval"
+    console.print(f"wrote {escape(str(folder))}/metrics.json, report.md, report.html and figures")
 
 
 def metrics_table(metrics: dict, title: str) -> Table:
@@ -206,11 +207,22 @@ def classify(
             "'NAME=alias1,alias2' (repeatable; 'NAME' alone: no aliases, present in every text).",
         ),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Label a stance, or a single-label topic, 'uncertain' when its top calibrated probability is "
+            "under P (probabilities kept), to route it to a person; multi-label topics are unaffected.",
+            metavar="P",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
     import torch
 
+    from sikap.calibration import check_uncertain_label
     from sikap.inference.classify import OutputError, check_inputs, classify_folder, open_output
     from sikap.modeldir import ModelDirError, add_actors, check_added_actors, load_model_dir, parse_actor_spec
     from sikap.modelmeta import check_model_dir
@@ -228,6 +240,8 @@ def classify(
     try:  # the user's mistakes first, in a second: model files, input, output (locked from here on)
         meta = check_model_dir(model_dir, allow_pickle=allow_pickle)
         check_added_actors(meta, added)
+        if min_confidence is not None:
+            check_uncertain_label(meta)
         check_inputs(inputs)
         target = open_output(inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite)
     except (ModelDirError, OutputError) as e:
@@ -244,6 +258,7 @@ def classify(
         batch_size=batch_size,
         precision=precision.value,
         lexical=loaded.lexical,
+        min_confidence=min_confidence,
     )
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
     reader_options |= _date_options(date_field, keep_field)
@@ -333,9 +348,13 @@ def demo(
         keep_field=None,
         allow_pickle=False,
         actor=None,
+        min_confidence=None,
         progress=True,
     )
     summarize(output, out=output.parent / "summary", by=Period.month, group=None, min_articles=5)
+    if cfg.data.test is not None and cfg.data.test.is_file():
+        report = cfg.output_dir / "eval" / "report.html"
+        console.print(f"evaluation report: [bold]{escape(str(report))}[/bold]", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- summarize

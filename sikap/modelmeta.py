@@ -43,7 +43,10 @@ def _unique(names: list[str], what: str) -> list[str]:
 class TopicsMeta(_Meta):
     names: list[str] = Field(..., min_length=1, description="Topic labels in head order.")
     multi_label: bool
-    thresholds: dict[str, float] | None = Field(None, description="Per-topic decision thresholds tuned on dev.")
+    thresholds: dict[str, float] | None = Field(
+        None, description="Per-topic decision thresholds tuned on dev (on the calibrated probabilities)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Head temperature fitted on dev (sikap.calibration).")
 
     @field_validator("names")
     @classmethod
@@ -67,6 +70,7 @@ class ActorMeta(_Meta):
 class StanceMeta(_Meta):
     classes: list[str] = Field(..., min_length=2, description="Stance classes in head order.")
     actors: list[ActorMeta] = Field(..., min_length=1)
+    temperature: float = Field(1.0, gt=0, description="Head temperature fitted on dev (sikap.calibration).")
 
     @field_validator("classes")
     @classmethod
@@ -130,7 +134,8 @@ def fill_defaults(raw: dict[str, Any]) -> dict[str, Any]:
 
     - ``chunking.stance_mode``: ``pair`` (the only mode before shared mode existed);
     - ``chunking.stance_pooling``: ``mean`` (written before the attention option);
-    - ``topics`` / ``stance``: absent means the task was not trained.
+    - ``topics`` / ``stance``: absent means the task was not trained;
+    - ``topics.temperature`` / ``stance.temperature``: 1, uncalibrated (field defaults in the schema).
     """
     out = dict(raw)
     out.setdefault("topics", None)

@@ -46,6 +46,9 @@ class ArticlePrediction:
     stances: list[str]  # per actor: a class or not_mentioned
     n_tokens: int = 0
     n_windows: int = 0
+    # the same probabilities before the head temperatures (sikap.calibration); evaluate reports both
+    raw_topic_probs: np.ndarray | None = None
+    raw_stance_probs: list[np.ndarray | None] | None = None
 
 
 class Predictor:
@@ -59,6 +62,8 @@ class Predictor:
             False keeps the weights and uses bf16 autocast (used on the model being trained).
         sort_by_length: batch windows of similar length together (less padding); False keeps
             input order (for measuring what sorting buys).
+        min_confidence: a stance, or a single-label topic, whose top (calibrated) probability is
+            under it is labeled ``"uncertain"`` (probabilities kept); multi-label topics unaffected.
     """
 
     def __init__(
@@ -73,8 +78,13 @@ class Predictor:
         convert: bool = True,
         sort_by_length: bool = True,
         lexical=None,
+        min_confidence: float | None = None,
     ):
+        from sikap.calibration import head_temperatures
+
         self.model, self.builder, self.meta = model, builder, meta
+        self.temperature = head_temperatures(meta)  # per head, applied after the blend
+        self.min_confidence = min_confidence
         self.lexical = lexical  # sikap.lexical.LexicalModel blended in by meta["blend"], or None
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
@@ -176,8 +186,9 @@ class Predictor:
         """The model's stance slot for actor ``k`` (added actors share the generic slot)."""
         return k if k < self.n_trained_actors else self.model.generic_slot
 
-    def probabilities(self, texts: Sequence[str], feats: list | None = None):
-        """Blended topic probs (B, T), stance probs (B, A, C), stance mask (B, A) and the features."""
+    def probabilities(self, texts: Sequence[str], feats: list | None = None, *, calibrated: bool = True):
+        """Blended topic probs (B, T), stance probs (B, A, C), stance mask (B, A) and the features;
+        ``calibrated``: with the head temperatures applied (what `classify` reports)."""
         from sikap.lexical import blend
 
         topic, stance, mask, feats = self.logits(texts, feats)
@@ -193,28 +204,54 @@ class Predictor:
                 for k, lp in enumerate(lex_s):
                     if lp is not None:
                         sprobs[:, k] = blend(sprobs[:, k], lp, self.blend["stance"])
+        if calibrated:
+            tprobs, sprobs = self.calibrate(tprobs, sprobs)
         return tprobs, sprobs, mask, feats
+
+    def calibrate(self, tprobs: np.ndarray | None, sprobs: np.ndarray | None):
+        """The head temperatures applied to blended topic (B, T) and stance (B, A, C) probabilities."""
+        from sikap.calibration import apply_temperature
+
+        if tprobs is not None:
+            tprobs = apply_temperature(tprobs, self.temperature["topics"], multi_label=self.multi_label)
+        if sprobs is not None:
+            sprobs = apply_temperature(sprobs, self.temperature["stance"], multi_label=False)
+        return tprobs, sprobs
 
     def predict(self, texts: Sequence[str], feats: list | None = None) -> list[ArticlePrediction]:
         """Probabilities and labels per article (``feats``: precomputed ``features(texts)``)."""
         if not texts:
             return []
-        tprobs, sprobs, mask, feats = self.probabilities(texts, feats)
+        raw_t, raw_s, mask, feats = self.probabilities(texts, feats, calibrated=False)
+        tprobs, sprobs = self.calibrate(raw_t, raw_s)
         out = []
         for b, f in enumerate(feats):
             tp = tprobs[b] if tprobs is not None else None
             sp = [sprobs[b, k] if mask[b, k] else None for k in range(len(self.actors))] if sprobs is not None else []
+            raw_sp = [raw_s[b, k] if mask[b, k] else None for k in range(len(self.actors))] if raw_s is not None else []
             out.append(
                 ArticlePrediction(
                     topic_probs=tp,
                     topics=self.decide_topics(tp) if tp is not None else [],
                     stance_probs=sp,
-                    stances=[self.classes[int(np.argmax(p))] if p is not None else NOT_MENTIONED for p in sp],
+                    stances=[self.decide_stance(p) for p in sp],
                     n_tokens=f.n_tokens,
                     n_windows=len(f.windows),
+                    raw_topic_probs=raw_t[b] if raw_t is not None else None,
+                    raw_stance_probs=raw_sp,
                 )
             )
         return out
+
+    def decide_stance(self, probs: np.ndarray | None) -> str:
+        """The most probable class, not_mentioned without probabilities, or uncertain under min_confidence."""
+        from sikap.calibration import UNCERTAIN
+
+        if probs is None:
+            return NOT_MENTIONED
+        if self.min_confidence is not None and float(np.max(probs)) < self.min_confidence:
+            return UNCERTAIN
+        return self.classes[int(np.argmax(probs))]
 
     def topic_probs(self, logits: torch.Tensor) -> np.ndarray:
         """Sigmoid for multi-label topics, softmax for single-label."""
@@ -223,6 +260,10 @@ class Predictor:
     def decide_topics(self, probs: np.ndarray) -> list[str]:
         """Topics over their tuned thresholds (multi-label) or the most probable topic."""
         if not self.multi_label:
+            if self.min_confidence is not None and float(np.max(probs)) < self.min_confidence:
+                from sikap.calibration import UNCERTAIN
+
+                return [UNCERTAIN]
             return [self.topic_names[int(np.argmax(probs))]]
         th = self.thresholds if self.thresholds is not None else 0.5
         return [n for n, p, t in zip(self.topic_names, probs, np.broadcast_to(th, probs.shape), strict=True) if p >= t]

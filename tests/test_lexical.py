@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import ACTORS, TOPIC_WORDS, synthetic_records, tiny_config_dict, write_jsonl
 
+from sikap.calibration import apply_temperature, head_temperatures
 from sikap.config import config_from_dict
 from sikap.inference.predict import Predictor
 from sikap.lexical import LEXICAL_JSON, LEXICAL_WEIGHTS, LexicalModel
@@ -124,11 +125,17 @@ def test_blend_weight_zero_gives_the_lexical_probabilities(trained_lexical):
     texts = [r["text"] for r in synthetic_records(8, seed=11)]
     pred = Predictor(loaded.model, loaded.builder, meta, precision="fp32", lexical=loaded.lexical).predict(texts)
     lex_t, lex_s = loaded.lexical.predict(texts, len(ACTORS))
-    assert np.allclose([p.topic_probs for p in pred], lex_t, atol=1e-6)
+    # the blend itself (before the head temperatures), then the calibrated probabilities classify reports
+    temps = head_temperatures(meta)
+    assert np.allclose([p.raw_topic_probs for p in pred], lex_t, atol=1e-6)
+    cal_t = apply_temperature(lex_t, temps["topics"], multi_label=False)
+    assert np.allclose([p.topic_probs for p in pred], cal_t, atol=1e-6)
     for i, p in enumerate(pred):
-        for k, sp in enumerate(p.stance_probs):
+        for k, sp in enumerate(p.raw_stance_probs):
             if sp is not None:
                 assert np.allclose(sp, lex_s[k][i], atol=1e-6)
+                cal = apply_temperature(lex_s[k][i], temps["stance"], multi_label=False)
+                assert np.allclose(p.stance_probs[k], cal, atol=1e-6)
     assert len(TOPIC_WORDS) == len(pred[0].topic_probs)
 
 

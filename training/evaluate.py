@@ -1,4 +1,5 @@
-"""Scoring predictions against gold records, and the `sikap evaluate` report (metrics.json, report.md)."""
+"""Scoring predictions against gold records, and the `sikap evaluate` report (metrics.json, report.md,
+report.html and PNG figures beside them; see sikap.training.report)."""
 
 from __future__ import annotations
 
@@ -55,11 +56,15 @@ def evaluate_model_dir(
     precision: str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Score a saved model on a labeled file; writes metrics.json and report.md into ``out_dir``."""
+    """Score a saved model on a labeled file; writes metrics.json, report.md, report.html and the
+    figures into ``out_dir``. Calibration (ECE, Brier) is reported before and after the model's
+    head temperatures."""
     from sikap.config import config_from_dict
     from sikap.modeldir import load_model_dir
     from sikap.predict import Predictor
+    from sikap.training.calibration import calibration_report
     from sikap.training.data import load_records
+    from sikap.training.report import report_html, topic_indicators, write_figures
     from sikap.training.trainer import predict_records
 
     loaded = load_model_dir(model_dir)
@@ -70,17 +75,24 @@ def evaluate_model_dir(
     )
     preds = predict_records(predictor, records, progress=progress)
     metrics = score_predictions(loaded.meta, records, preds)
+    metrics["calibration"] = calibration_report(loaded.meta, records, preds)
     metrics["data"] = {"path": str(data_path), "records": len(records)}
     metrics["precision"] = predictor.precision
     out_dir = Path(out_dir) if out_dir else Path(model_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "report.md").write_text(report_markdown(metrics, title=f"{model_dir} on {data_path}"), encoding="utf-8")
+    figures = write_figures(out_dir, metrics, loaded.meta, topic_indicators(loaded.meta, records, preds))
+    title = f"{model_dir} on {data_path}"
+    md = report_markdown(metrics, title=title, figures=figures)
+    (out_dir / "report.md").write_text(md, encoding="utf-8")
+    (out_dir / "report.html").write_text(report_html(md, out_dir, title=f"sikap: {title}"), encoding="utf-8")
     return metrics
 
 
-def report_markdown(metrics: dict, title: str) -> str:
-    """A readable Markdown report: tables per topic, per actor, per class, and confusion matrices."""
+def report_markdown(metrics: dict, title: str, figures: dict[str, str] | None = None) -> str:
+    """A readable Markdown report: tables per topic, per actor, per class, confusion matrices,
+    calibration, and links to the ``figures`` (``{name: file}`` beside the report)."""
+    from sikap.training.report import calibration_markdown, figures_markdown
     lines = [f"# Evaluation: {title}", ""]
     if "topics" in metrics:
         t = metrics["topics"]
@@ -118,6 +130,8 @@ def report_markdown(metrics: dict, title: str) -> str:
             for c, v in s["per_class"].items()
         ]
         lines += ["", "Confusion matrix (rows gold, columns predicted):", "", _confusion_md(s["confusion"]), ""]
+    lines += calibration_markdown(metrics.get("calibration"))
+    lines += figures_markdown(figures or {})
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sikap.calibration import apply_temperature
 from sikap.lexical import VECTORIZERS, LexicalModel, LinearHead, make_vectorizer
 from sikap.text import article_text
 from sikap.training.data import Record
@@ -122,13 +123,7 @@ TEMPERATURES = tuple(round(float(t), 4) for t in np.geomspace(0.02, 2.0, 31))
 
 def rescale(p: np.ndarray, t: float, *, multi_label: bool) -> np.ndarray:
     """Probabilities whose scores (logits, recovered from ``p``) are divided by ``t``."""
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / t))
-    z = np.log(p) / t
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return apply_temperature(p, t, multi_label=multi_label)
 
 
 def choose_temperature(p: np.ndarray, y: np.ndarray, *, multi_label: bool) -> float:

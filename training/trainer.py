@@ -279,13 +279,17 @@ def choose_blend(
 def tune_and_score(
     model: SikapModel, builder, meta: dict, dev: Sequence[Record], precision: str, lexical=None
 ) -> tuple[dict, dict]:
-    """Dev metrics through the inference path; per-topic thresholds tuned on dev for multi-label topics."""
+    """Dev metrics through the inference path: a temperature per head fitted on dev (on the blended
+    probabilities, see sikap.calibration), then per-topic thresholds tuned on the calibrated
+    probabilities for multi-label topics."""
     from sikap.predict import Predictor
+    from sikap.training.calibration import fit_calibration
     from sikap.training.dataset import label_arrays
 
     model.eval()
     predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical)
     preds = predict_records(predictor, dev)
+    meta = fit_calibration(meta, dev, preds)  # recalibrates preds in place
     topics = meta.get("topics")
     thresholds = None
     if topics and topics["multi_label"]:
