@@ -75,11 +75,26 @@ def prediction_record(art: ArticleInput, pred: ArticlePrediction, predictor: Pre
             }
             for a, lab, p in zip(predictor.actors, pred.stances, pred.stance_probs, strict=True)
         }
+    if predictor.evidence:
+        _add_evidence(rec, pred, predictor)
     added = (predictor.meta.get("stance") or {}).get("added_actors")
     if added:
         rec["added_actors"] = list(added)  # scored through the model's actor-independent stance slot
     rec["n_tokens"], rec["n_windows"] = pred.n_tokens, pred.n_windows
     return rec
+
+
+def _add_evidence(rec: dict, pred: ArticlePrediction, predictor: Predictor) -> None:
+    """``topic_evidence`` per predicted topic; ``evidence`` (null when not mentioned) in each stance entry."""
+    if "topics" in rec:
+        rec["topic_evidence"] = {t: e.as_dict() for t, e in (pred.topic_evidence or {}).items()}
+    for a, e in zip(predictor.actors, pred.stance_evidence or [None] * len(predictor.actors), strict=True):
+        rec["stances"][a]["evidence"] = e.as_dict() if e is not None else None
+
+
+def has_evidence(rec: dict) -> bool:
+    """Whether a prediction record was written with evidence (classify without --no-evidence)."""
+    return "topic_evidence" in rec or any("evidence" in s for s in (rec.get("stances") or {}).values())
 
 
 def error_record(art: ArticleInput) -> dict:
@@ -153,13 +168,17 @@ class JsonlWriter:
                 f"{self.path} was written by a model with other labels (topics {topics}, actors {actors}; "
                 f"this model: {want_topics}, {want_actors}); resume it with that model or choose another -o"
             )
+        if has_evidence(sample) != p.evidence:
+            flag = "without --no-evidence" if has_evidence(sample) else "with --no-evidence"
+            raise OutputError(f"{self.path} was written {flag}; resume it {flag} too, or choose another -o")
 
     def format(self, records: list[dict]) -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 class CsvWriter:
-    """Flat columns: topic probabilities as ``topic:<name>``, stances as ``stance:<actor>`` (+ class probs)."""
+    """Flat columns: topic probabilities as ``topic:<name>``, stances as ``stance:<actor>`` (+ class probs);
+    with evidence, the snippets as ``evidence:topic:<name>`` and ``evidence:stance:<actor>``."""
 
     suffix = ".csv"
 
@@ -169,6 +188,9 @@ class CsvWriter:
         self.columns += [f"topic:{n}" for n in predictor.topic_names]
         for a in predictor.actors:
             self.columns += [f"stance:{a}"] + [f"stance:{a}:{c}" for c in predictor.classes]
+        if predictor.evidence:
+            self.columns += [f"evidence:topic:{n}" for n in predictor.topic_names]
+            self.columns += [f"evidence:stance:{a}" for a in predictor.actors]
 
     @staticmethod
     def done_ids(path: Path) -> tuple[list[str], list[str]]:
@@ -191,6 +213,10 @@ class CsvWriter:
 
     def check_compatible(self, header: list[str]) -> None:
         if header and header != self.columns:
+            evidence = any(h.startswith("evidence:") for h in header)
+            if evidence != any(h.startswith("evidence:") for h in self.columns):
+                flag = "without --no-evidence" if evidence else "with --no-evidence"
+                raise OutputError(f"{self.path} was written {flag}; resume it {flag} too, or choose another -o")
             raise OutputError(
                 f"{self.path} has other columns than this model writes (written by another model?); "
                 "resume it with that model or choose another -o"
@@ -214,6 +240,9 @@ class CsvWriter:
         for a, s in (r.get("stances") or {}).items():
             row[f"stance:{a}"] = s["label"]
             row.update({f"stance:{a}:{c}": p for c, p in (s["probs"] or {}).items()})
+            if s.get("evidence"):
+                row[f"evidence:stance:{a}"] = s["evidence"]["text"]
+        row.update({f"evidence:topic:{t}": e["text"] for t, e in (r.get("topic_evidence") or {}).items()})
         return row
 
 

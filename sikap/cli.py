@@ -197,6 +197,13 @@ def classify(
             "'NAME=alias1,alias2' (repeatable; 'NAME' alone: no aliases, present in every text).",
         ),
     ] = None,
+    evidence: Annotated[
+        bool,
+        typer.Option(
+            "--evidence/--no-evidence",
+            help="Record the passage behind each predicted topic and stance (offsets and a snippet).",
+        ),
+    ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
@@ -235,6 +242,7 @@ def classify(
         batch_size=batch_size,
         precision=precision.value,
         lexical=loaded.lexical,
+        evidence=evidence,
     )
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
     try:

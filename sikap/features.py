@@ -101,6 +101,7 @@ class ArticleFeatures:
     topic: list[int] = field(default_factory=list)
     stance: dict[int, list[StanceItem]] = field(default_factory=dict)
     n_tokens: int = 0
+    char_spans: list[tuple[int, int]] = field(default_factory=list)  # per window: its text's character range
 
     @property
     def topic_windows(self) -> list[Window]:
@@ -171,6 +172,7 @@ class FeatureBuilder:
             if i not in single_at:
                 single_at[i] = len(feats.windows)
                 feats.windows.append(self.template.build_single(ids[spans[i][0] : spans[i][1]]))
+                feats.char_spans.append(char_range(offsets, spans[i]))
             return single_at[i]
 
         if self.with_topics:
@@ -202,6 +204,7 @@ class FeatureBuilder:
                         feats.windows.append(
                             self.template.build_pair(self.actor_ids[k], ids[sspans[i][0] : sspans[i][1]])
                         )
+                        feats.char_spans.append(ranges[i])
         return feats
 
     def _mention_positions(self, span, offsets, mentions) -> list[int]:

@@ -46,6 +46,20 @@ class ArticlePrediction:
     stances: list[str]  # per actor: a class or not_mentioned
     n_tokens: int = 0
     n_windows: int = 0
+    topic_evidence: dict | None = None  # predicted topic -> sikap.evidence.Evidence (Predictor(evidence=True))
+    stance_evidence: list | None = None  # per actor: Evidence, or None when not mentioned
+
+
+@dataclass
+class _Forward:
+    """One forward pass over a group of articles: article logits and the item logits behind them."""
+
+    topic: torch.Tensor | None  # (B, T)
+    stance: torch.Tensor | None  # (B, A, C)
+    mask: torch.Tensor  # (B, A) actor mentioned
+    feats: list
+    topic_items: torch.Tensor  # (m, T) per topic item (window), in index_features order
+    stance_items: torch.Tensor  # (s, C) per stance item
 
 
 class Predictor:
@@ -59,6 +73,8 @@ class Predictor:
             False keeps the weights and uses bf16 autocast (used on the model being trained).
         sort_by_length: batch windows of similar length together (less padding); False keeps
             input order (for measuring what sorting buys).
+        evidence: attach to each prediction the window that drove each predicted topic and stance
+            (sikap.evidence; from the logits already computed, no second pass).
     """
 
     def __init__(
@@ -73,8 +89,10 @@ class Predictor:
         convert: bool = True,
         sort_by_length: bool = True,
         lexical=None,
+        evidence: bool = False,
     ):
         self.model, self.builder, self.meta = model, builder, meta
+        self.evidence = evidence
         self.lexical = lexical  # sikap.lexical.LexicalModel blended in by meta["blend"], or None
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
@@ -116,9 +134,14 @@ class Predictor:
         """Tokenize and window texts (CPU work in Rust; can run in a thread beside the model)."""
         return self.builder.encode(texts)
 
-    @torch.inference_mode()
     def logits(self, texts: Sequence[str], feats: list | None = None):
         """Raw article logits: topics (B, T), stance (B, A, C), stance mask (B, A), and the features."""
+        out = self._forward(texts, feats)
+        return out.topic, out.stance, out.mask, out.feats
+
+    @torch.inference_mode()
+    def _forward(self, texts: Sequence[str], feats: list | None = None) -> _Forward:
+        """Article logits and the item (window) logits they were aggregated from."""
         feats = self.features(texts) if feats is None else feats
         n_act = len(self.actors)
         ix = index_features(feats, n_act)
@@ -132,7 +155,7 @@ class Predictor:
             groups = torch.tensor(ix.stance_group, dtype=torch.long)
             stance = aggregate(s_logits, groups, b * n_act, m.stance_agg).view(b, n_act, -1)
             mask.view(-1)[groups] = True
-        return topic, stance, mask, feats
+        return _Forward(topic, stance, mask, feats, t_logits, s_logits)
 
     def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor]:
         """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches."""
@@ -178,9 +201,13 @@ class Predictor:
 
     def probabilities(self, texts: Sequence[str], feats: list | None = None):
         """Blended topic probs (B, T), stance probs (B, A, C), stance mask (B, A) and the features."""
+        topic, stance, mask, feats = self.logits(texts, feats)
+        return (*self._blend(texts, topic, stance), mask, feats)
+
+    def _blend(self, texts: Sequence[str], topic, stance):
+        """Probabilities from article logits, blended with the lexical model's where configured."""
         from sikap.lexical import blend
 
-        topic, stance, mask, feats = self.logits(texts, feats)
         tprobs = self.topic_probs(topic) if topic is not None else None
         sprobs = torch.softmax(stance, -1).numpy() if stance is not None else None
         if self.lexical is not None and min(self.blend.values()) < 1.0:
@@ -193,13 +220,15 @@ class Predictor:
                 for k, lp in enumerate(lex_s):
                     if lp is not None:
                         sprobs[:, k] = blend(sprobs[:, k], lp, self.blend["stance"])
-        return tprobs, sprobs, mask, feats
+        return tprobs, sprobs
 
     def predict(self, texts: Sequence[str], feats: list | None = None) -> list[ArticlePrediction]:
         """Probabilities and labels per article (``feats``: precomputed ``features(texts)``)."""
         if not texts:
             return []
-        tprobs, sprobs, mask, feats = self.probabilities(texts, feats)
+        fwd = self._forward(texts, feats)
+        tprobs, sprobs = self._blend(texts, fwd.topic, fwd.stance)
+        mask, feats = fwd.mask, fwd.feats
         out = []
         for b, f in enumerate(feats):
             tp = tprobs[b] if tprobs is not None else None
@@ -214,7 +243,40 @@ class Predictor:
                     n_windows=len(f.windows),
                 )
             )
+        if self.evidence:
+            self._add_evidence(texts, fwd, out)
         return out
+
+    def _add_evidence(self, texts: Sequence[str], fwd: _Forward, preds: list[ArticlePrediction]) -> None:
+        """Attach the deciding window of each predicted topic and mentioned actor (sikap.evidence)."""
+        from sikap.evidence import article_evidence
+
+        m, t_at, s_at = self.model, 0, 0
+        topic_index = {n: i for i, n in enumerate(self.topic_names)}
+        class_index = {c: i for i, c in enumerate(self.classes)}
+        aliases = [a for _, a in self.builder.actors]
+        t_items, s_items = fwd.topic_items.numpy(), fwd.stance_items.numpy()
+        for b, (text, f, p) in enumerate(zip(texts, fwd.feats, preds, strict=True)):
+            mine = {}
+            for k, items in sorted(f.stance.items()):
+                mine[k], s_at = s_items[s_at : s_at + len(items)], s_at + len(items)
+            t_ev, s_ev = article_evidence(
+                text,
+                f,
+                topic_items=t_items[t_at : t_at + len(f.topic)] if fwd.topic is not None else None,
+                topic_logits=fwd.topic[b].numpy() if fwd.topic is not None else None,
+                topics=[topic_index[n] for n in p.topics],
+                topic_how=m.topic_agg,
+                topic_exclusive=not self.multi_label,
+                stance_items=mine,
+                stance_logits=fwd.stance[b].numpy() if fwd.stance is not None else None,
+                stances={k: class_index[lab] for k, lab in enumerate(p.stances) if lab in class_index},
+                stance_how=m.stance_agg,
+                aliases=aliases,
+            )
+            t_at += len(f.topic)
+            p.topic_evidence = {self.topic_names[t]: e for t, e in t_ev.items()}
+            p.stance_evidence = [s_ev.get(k) for k in range(len(self.actors))]
 
     def topic_probs(self, logits: torch.Tensor) -> np.ndarray:
         """Sigmoid for multi-label topics, softmax for single-label."""
