@@ -39,6 +39,7 @@ from sikap.text import find_mentions
 
 MAX_SNIPPET = 300
 _WORD = re.compile(r"\S+")
+TokenScores = tuple[np.ndarray, np.ndarray]  # (character start of each token, its score)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,8 @@ def contributions(items: np.ndarray, article: np.ndarray, cls: int, how: str, ex
         (n,) contributions.
     """
     items = np.asarray(items, dtype=float)
-    if how == "max" or not exclusive or items.shape[1] < 2:
-        return items[:, cls]
-    others = np.asarray(article, dtype=float).copy()
-    others[cls] = -np.inf
-    runner_up = int(np.argmax(others))
-    return items[:, cls] - items[:, runner_up]
+    runner_up = _runner_up(article, cls, how, exclusive)
+    return items[:, cls] - (items[:, runner_up] if runner_up is not None else 0.0)
 
 
 def best_item(items: np.ndarray, article: np.ndarray, cls: int, how: str, exclusive: bool) -> int:
@@ -79,43 +76,99 @@ def best_item(items: np.ndarray, article: np.ndarray, cls: int, how: str, exclus
 
 
 def snippet_span(
-    text: str, window: tuple[int, int], focus: tuple[int, int] | None = None, max_chars: int = MAX_SNIPPET
+    text: str,
+    window: tuple[int, int],
+    focus: tuple[int, int] | None = None,
+    max_chars: int = MAX_SNIPPET,
+    token_scores: TokenScores | None = None,
 ) -> tuple[int, int]:
     """Character span of a snippet of ``text`` inside ``window``, at most ``max_chars`` long.
 
     The snippet is made of whole whitespace-separated words: it starts at a word start and ends
-    at a word end (a word that a window edge cuts is left out). It holds the words around
-    ``focus`` (e.g. an alias mention; kept whole even where it crosses the window edge) and
-    grows alternately left and right while it fits; without focus it starts at the window start.
+    at a word end (a word that a window edge cuts is left out). It holds the words of ``focus``
+    (e.g. an alias mention; kept whole even where it crosses the window edge). With
+    ``token_scores`` it is the run of words, as long as fits, with the highest total score;
+    without, it grows alternately left and right of the focus, or reads on from the window start.
     A window inside one word, or a focus word longer than ``max_chars``, is cut hard.
     """
+    return _snippet(text, window, focus, max_chars, token_scores)[0]
+
+
+def _snippet(text, window, focus, max_chars, token_scores) -> tuple[tuple[int, int], float]:
+    """:func:`snippet_span` and the total token score inside it (0 without scores)."""
     ws, we = window
     words = _words_around(text, ws, we) if focus is None else _words_around(text, min(ws, focus[0]), max(we, focus[1]))
     if focus is None:
         keep = [w for w in words if w[0] >= ws and w[1] <= we]
-        core = [0] if keep else []
+        core = (0, 0) if keep else None
     else:
         fs, fe = focus
         keep = [w for w in words if (w[0] >= ws and w[1] <= we) or (w[0] < fe and w[1] > fs)]
-        core = [i for i, w in enumerate(keep) if w[0] < fe and w[1] > fs]
-    if not core:
+        inside = [i for i, w in enumerate(keep) if w[0] < fe and w[1] > fs]
+        core = (inside[0], inside[-1]) if inside else None
+    if core is None:
         s = ws if focus is None else focus[0]
-        return (s, min(we if focus is None else focus[1], s + max_chars))
-    i, j = core[0], core[-1]
+        return (s, min(we if focus is None else focus[1], s + max_chars)), 0.0
+    i, j = core
     if keep[j][1] - keep[i][0] > max_chars:
         s = keep[i][0] if focus is None else max(keep[i][0], focus[0])
-        return (s, min(keep[j][1], s + max_chars))
-    left_turn = focus is not None  # centred on a focus; else read on from the window start
+        return (s, min(keep[j][1], s + max_chars)), 0.0
+    if token_scores is not None:
+        return _best_run(keep, word_scores(keep, token_scores), max_chars, core if focus else None)
+    return _grow(keep, i, j, max_chars, centred=focus is not None), 0.0
+
+
+def _grow(words: list[tuple[int, int]], i: int, j: int, max_chars: int, centred: bool) -> tuple[int, int]:
+    """Widen words[i..j] one word at a time (alternately left and right when ``centred``) while it fits."""
+    left_turn = centred
     while True:
-        left_ok = i > 0 and keep[j][1] - keep[i - 1][0] <= max_chars
-        right_ok = j + 1 < len(keep) and keep[j + 1][1] - keep[i][0] <= max_chars
+        left_ok = i > 0 and words[j][1] - words[i - 1][0] <= max_chars
+        right_ok = j + 1 < len(words) and words[j + 1][1] - words[i][0] <= max_chars
         if not (left_ok or right_ok):
-            return (keep[i][0], keep[j][1])
+            return (words[i][0], words[j][1])
         if left_ok and (left_turn or not right_ok):
             i -= 1
         else:
             j += 1
-        left_turn = focus is not None and not left_turn
+        left_turn = centred and not left_turn
+
+
+def word_scores(words: Sequence[tuple[int, int]], token_scores: TokenScores) -> np.ndarray:
+    """(n_words,) sum of the scores of the tokens that start inside each word (tokens never cross
+    whitespace, so each token belongs to at most one word)."""
+    starts = np.array([w[0] for w in words])
+    ends = np.array([w[1] for w in words])
+    out = np.zeros(len(words))
+    tok_start, scores = np.asarray(token_scores[0]), np.asarray(token_scores[1], dtype=float)
+    if len(words) and len(scores):
+        at = np.searchsorted(starts, tok_start, side="right") - 1
+        ok = (at >= 0) & (tok_start < ends[np.clip(at, 0, None)])
+        np.add.at(out, at[ok], scores[ok])
+    return out
+
+
+def _best_run(words, scores: np.ndarray, max_chars: int, must: tuple[int, int] | None):
+    """The maximal run of words (longest that fits from its first word) with the highest total score.
+
+    ``must``: the run has to cover words must[0]..must[1]. Returns ((start, end), score); ties go
+    to the earliest run.
+    """
+    starts = np.array([w[0] for w in words])
+    ends = np.array([w[1] for w in words])
+    prefix = np.concatenate([[0.0], np.cumsum(scores)])
+    # for each first word i: the last word j that still fits (ends[j] - starts[i] <= max_chars)
+    last = np.searchsorted(ends, starts + max_chars, side="right") - 1
+    first = np.arange(len(words))
+    total = prefix[last + 1] - prefix[first]
+    ok = last >= first
+    if must is not None:
+        ok &= (first <= must[0]) & (last >= must[1])
+    if not ok.any():  # cannot happen for a focus that fits, kept for safety
+        lo, hi = must if must is not None else (0, 0)
+        return (words[lo][0], words[hi][1]), float(prefix[hi + 1] - prefix[lo])
+    total = np.where(ok, total, -np.inf)
+    i = int(np.argmax(total))
+    return (int(starts[i]), int(ends[last[i]])), float(total[i])
 
 
 def _words_around(text: str, ws: int, we: int) -> list[tuple[int, int]]:
@@ -133,16 +186,50 @@ def clean(text: str) -> str:
 
 
 def make_evidence(
-    text: str, window: tuple[int, int], aliases: Sequence[str] | None = None, max_chars: int = MAX_SNIPPET
+    text: str,
+    window: tuple[int, int],
+    aliases: Sequence[str] | None = None,
+    max_chars: int = MAX_SNIPPET,
+    token_scores: TokenScores | None = None,
 ) -> Evidence:
-    """Evidence for one chosen window; with ``aliases`` (stance) the snippet holds the first mention."""
-    focus = None
+    """Evidence for one chosen window.
+
+    With ``aliases`` (stance) the snippet holds a mention of the actor inside the window: with
+    ``token_scores`` the mention whose best snippet scores highest, else the first one.
+    """
+    focus_options: list[tuple[int, int] | None] = [None]
     if aliases:
         ws, we = window
         inside = [(s, e) for s, e in find_mentions(text, aliases) if s < we and e > ws]
-        focus = inside[0] if inside else None
-    s, e = snippet_span(text, window, focus, max_chars)
+        focus_options = (inside if token_scores is not None else inside[:1]) or [None]
+    best = max((_snippet(text, window, f, max_chars, token_scores) for f in focus_options), key=lambda r: r[1])
+    (s, e) = best[0]
     return Evidence(min(window[0], s), max(window[1], e), clean(text[s:e]))
+
+
+def item_token_scores(
+    feats: ArticleFeatures, window: int, shares: np.ndarray | None, cls: int, runner_up: int | None
+) -> TokenScores | None:
+    """The window's text tokens as (character starts, scores): each token's share of the logit of
+    ``cls`` (minus its share of ``runner_up``'s logit for exclusive classes under mean aggregation).
+
+    ``shares`` (L, k) are the item's token shares (special tokens and the actor name included;
+    only the window's text tokens are kept).
+    """
+    if shares is None or feats.offsets is None:
+        return None
+    at, ts, te = feats.token_spans[window]
+    col = shares[:, cls] - (shares[:, runner_up] if runner_up is not None else 0.0)
+    return feats.offsets[ts:te, 0], col[at : at + te - ts]
+
+
+def _runner_up(article: np.ndarray, cls: int, how: str, exclusive: bool) -> int | None:
+    """The class whose margin the contribution is measured against (None: the plain logit)."""
+    if how == "max" or not exclusive or len(article) < 2:
+        return None
+    others = np.asarray(article, dtype=float).copy()
+    others[cls] = -np.inf
+    return int(np.argmax(others))
 
 
 def article_evidence(
@@ -159,26 +246,34 @@ def article_evidence(
     stances: dict[int, int],
     stance_how: str,
     aliases: Sequence[Sequence[str]],
+    topic_tokens: Sequence[np.ndarray | None] | None = None,
+    stance_tokens: dict[int, Sequence[np.ndarray | None]] | None = None,
     max_chars: int = MAX_SNIPPET,
 ) -> tuple[dict[int, Evidence], dict[int, Evidence]]:
     """Evidence per predicted topic and per mentioned actor of one article.
 
     ``topic_items`` (m, T) are the logits of the windows ``feats.topic`` (same order), ``topics``
     the predicted topic ids; ``stance_items[k]`` (n_k, C) the logits of ``feats.stance[k]``,
-    ``stances`` maps a mentioned actor to its predicted class. Returns (topic id -> evidence,
-    actor -> evidence).
+    ``stances`` maps a mentioned actor to its predicted class. ``topic_tokens`` /
+    ``stance_tokens[k]``: per item, the (L, k) token shares of its logits (or None), used to
+    place the snippet inside the window. Returns (topic id -> evidence, actor -> evidence).
     """
     spans = feats.char_spans
     t_out: dict[int, Evidence] = {}
     if topic_items is not None and len(feats.topic):
         for t in topics:
             i = best_item(topic_items, topic_logits, t, topic_how, topic_exclusive)
-            t_out[t] = make_evidence(text, spans[feats.topic[i]], None, max_chars)
+            w = feats.topic[i]
+            shares = topic_tokens[i] if topic_tokens is not None else None
+            r = _runner_up(topic_logits, t, topic_how, topic_exclusive)
+            t_out[t] = make_evidence(text, spans[w], None, max_chars, item_token_scores(feats, w, shares, t, r))
     s_out: dict[int, Evidence] = {}
     for k, c in stances.items():
         if k not in stance_items or not len(stance_items[k]):
             continue
         i = best_item(stance_items[k], stance_logits[k], c, stance_how, True)
-        window = spans[feats.stance[k][i][0]]
-        s_out[k] = make_evidence(text, window, aliases[k], max_chars)
+        w = feats.stance[k][i][0]
+        shares = stance_tokens[k][i] if stance_tokens is not None else None
+        scores = item_token_scores(feats, w, shares, c, _runner_up(stance_logits[k], c, stance_how, True))
+        s_out[k] = make_evidence(text, spans[w], aliases[k], max_chars, scores)
     return t_out, s_out

@@ -60,6 +60,8 @@ class _Forward:
     feats: list
     topic_items: torch.Tensor  # (m, T) per topic item (window), in index_features order
     stance_items: torch.Tensor  # (s, C) per stance item
+    topic_tokens: list | None = None  # per topic item: (L_i, T) token shares of its logits, or None
+    stance_tokens: list | None = None  # per stance item: (L_i, C)
 
 
 class Predictor:
@@ -145,7 +147,7 @@ class Predictor:
         feats = self.features(texts) if feats is None else feats
         n_act = len(self.actors)
         ix = index_features(feats, n_act)
-        t_logits, s_logits = self._item_logits(ix)
+        t_logits, s_logits, t_tok, s_tok = self._item_logits(ix)
         b, m = len(texts), self.model
         topic = stance = None
         mask = torch.zeros((b, n_act), dtype=torch.bool)
@@ -155,13 +157,19 @@ class Predictor:
             groups = torch.tensor(ix.stance_group, dtype=torch.long)
             stance = aggregate(s_logits, groups, b * n_act, m.stance_agg).view(b, n_act, -1)
             mask.view(-1)[groups] = True
-        return _Forward(topic, stance, mask, feats, t_logits, s_logits)
+        return _Forward(topic, stance, mask, feats, t_logits, s_logits, t_tok, s_tok)
 
-    def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor]:
-        """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches."""
+    def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor, list | None, list | None]:
+        """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches.
+
+        With ``evidence``, also each item's per-token shares of its logits ((L_i, T) / (L_i, C) arrays,
+        None for [CLS] pooling): a small matmul over hidden states the batch has anyway.
+        """
         m = self.model
         t_out = torch.zeros((len(ix.topic_win), max(m.n_topics, 1)))
         s_out = torch.zeros((len(ix.stance_win), max(m.n_classes, 1)))
+        t_tok = [None] * len(ix.topic_win) if self.evidence else None
+        s_tok = [None] * len(ix.stance_win) if self.evidence else None
         t_by_win, s_by_win = _by_window(ix.topic_win), _by_window(ix.stance_win)
         order = list(range(len(ix.windows)))
         if self.sort_by_length:
@@ -179,21 +187,18 @@ class Predictor:
                 if ti:
                     sel = torch.tensor([local[ix.topic_win[t]] for t in ti], device=pooled.device)
                     t_out[ti] = m.topic_item_logits(pooled[sel]).float().cpu()
+                    if t_tok is not None:
+                        _keep_tokens(t_tok, ti, m.topic_token_logits(hidden[sel], mask[sel]), mask[sel])
                 si = [t for w in idx for t in s_by_win.get(w, ())]
                 if si:
                     win = torch.tensor([local[ix.stance_win[t]] for t in si])
                     pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
                     actor = torch.tensor([self._slot(ix.stance_actor[t]) for t in si])
-                    logits = m.stance_item_logits(
-                        hidden,
-                        pooled,
-                        win.to(self.device),
-                        actor.to(self.device),
-                        pos.to(self.device),
-                        mask,
-                    )
-                    s_out[si] = logits.float().cpu()
-        return t_out, s_out
+                    args = (win.to(self.device), actor.to(self.device), pos.to(self.device), mask)
+                    s_out[si] = m.stance_item_logits(hidden, pooled, *args).float().cpu()
+                    if s_tok is not None:
+                        _keep_tokens(s_tok, si, m.stance_token_logits(hidden, *args), mask[args[0]])
+        return t_out, s_out, t_tok, s_tok
 
     def _slot(self, k: int) -> int:
         """The model's stance slot for actor ``k`` (added actors share the generic slot)."""
@@ -257,13 +262,17 @@ class Predictor:
         aliases = [a for _, a in self.builder.actors]
         t_items, s_items = fwd.topic_items.numpy(), fwd.stance_items.numpy()
         for b, (text, f, p) in enumerate(zip(texts, fwd.feats, preds, strict=True)):
-            mine = {}
+            mine, mine_tok = {}, {}
             for k, items in sorted(f.stance.items()):
-                mine[k], s_at = s_items[s_at : s_at + len(items)], s_at + len(items)
+                mine[k] = s_items[s_at : s_at + len(items)]
+                mine_tok[k] = fwd.stance_tokens[s_at : s_at + len(items)]
+                s_at += len(items)
             t_ev, s_ev = article_evidence(
                 text,
                 f,
                 topic_items=t_items[t_at : t_at + len(f.topic)] if fwd.topic is not None else None,
+                topic_tokens=fwd.topic_tokens[t_at : t_at + len(f.topic)],
+                stance_tokens=mine_tok,
                 topic_logits=fwd.topic[b].numpy() if fwd.topic is not None else None,
                 topics=[topic_index[n] for n in p.topics],
                 topic_how=m.topic_agg,
@@ -298,6 +307,15 @@ def quantize_int8(model: SikapModel) -> SikapModel:
     model = model.float().eval()
     quantize_dynamic(model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     return model
+
+
+def _keep_tokens(out: list, items: list[int], shares: torch.Tensor | None, mask: torch.Tensor) -> None:
+    """Store each item's (L_i, k) token shares, cut to its window's length (padding dropped)."""
+    if shares is None:
+        return
+    shares, lengths = shares.float().cpu().numpy(), mask.sum(1).tolist()
+    for j, item in enumerate(items):
+        out[item] = shares[j, : int(lengths[j])]
 
 
 def _by_window(wins: Sequence[int]) -> dict[int, list[int]]:

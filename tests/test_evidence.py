@@ -14,7 +14,7 @@ from conftest import FILLER, write_jsonl
 from typer.testing import CliRunner
 
 from sikap.cli import app
-from sikap.evidence import MAX_SNIPPET, best_item, contributions, make_evidence, snippet_span
+from sikap.evidence import MAX_SNIPPET, best_item, contributions, make_evidence, snippet_span, word_scores
 from sikap.text import article_text
 
 runner = CliRunner()
@@ -107,6 +107,82 @@ def test_a_mention_across_the_window_edge_is_kept_whole():
     ev = make_evidence(text, (ws, we), ["Amerika Serikat"])
     assert "Amerika Serikat" in ev.text
     assert ev.end >= text.index("Serikat") + len("Serikat")
+
+
+def test_token_scores_place_the_snippet_on_the_best_run_of_words():
+    words = [f"w{i:03d}" for i in range(200)]  # 4 characters + a space each
+    text = " ".join(words)
+    starts = np.array([text.index(w) for w in words])
+    scores = np.zeros(len(words))
+    scores[120:130] = 1.0  # the passage that matters, far from the window start
+    scores[10] = 3.0  # a single strong word elsewhere, weaker than the run in total
+    s, e = snippet_span(text, (0, len(text)), None, max_chars=60, token_scores=(starts, scores))
+    assert e - s <= 60 and is_word_boundary_span(text, s, e)
+    inside = [i for i, w in enumerate(words) if s <= starts[i] < e]
+    assert set(range(120, 130)) <= set(inside) and 10 not in inside
+    # without scores: from the window start
+    assert snippet_span(text, (0, len(text)), None, max_chars=60)[0] == 0
+
+
+def test_token_scores_choose_among_several_mentions_of_the_actor():
+    text = "NATO " + " ".join(["kata"] * 80) + " pejabat memuji NATO hari ini " + " ".join(["kata"] * 80)
+    tokens = [m.span() for m in re.finditer(r"\S+", text)]
+    starts = np.array([a for a, _ in tokens])
+    scores = np.array([2.0 if text[a:b] == "memuji" else 0.0 for a, b in tokens])
+    ev = make_evidence(text, (0, len(text)), ["NATO"], max_chars=100, token_scores=(starts, scores))
+    assert "memuji NATO" in ev.text and len(ev.text) <= 100
+    assert make_evidence(text, (0, len(text)), ["NATO"], max_chars=100).text.startswith("NATO kata")  # first
+
+
+def test_word_scores_add_up_the_tokens_of_each_word():
+    # text "ab cd, ef"
+    words = [(0, 2), (3, 6), (7, 9)]
+    tok_starts = np.array([0, 1, 3, 5, 7])  # "a" "##b" "cd" "," "ef"
+    np.testing.assert_allclose(word_scores(words, (tok_starts, [1, 2, 3, 4, 5])), [3, 7, 5])
+
+
+@pytest.mark.parametrize("mode", ["pair", "shared-mean", "shared-attention"])
+def test_token_shares_add_up_to_the_item_logits(mode):
+    """Exact decomposition: the token shares plus the head's bias are the item logits."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sikap.model import SikapModel, masked_mean
+
+    encoder = torch.nn.Module()
+    encoder.config = SimpleNamespace(hidden_size=8, type_vocab_size=1)
+    torch.manual_seed(0)
+    shared, pooling = mode != "pair", mode.split("-")[-1]
+    model = SikapModel(
+        encoder,
+        n_topics=4,
+        n_actors=3,
+        n_classes=3,
+        topic_multi_label=True,
+        topic_agg="max",
+        stance_agg="mean",
+        stance_mode="shared" if shared else "pair",
+        stance_pooling="attention" if pooling == "attention" else "mean",
+    ).eval()
+    if model.actor_query is not None:
+        with torch.no_grad():
+            model.actor_query.normal_(std=2.0)
+            model.query_proj.weight.normal_(std=0.5)
+    hidden = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    pooled = masked_mean(hidden, mask)
+    win, actor = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2])
+    positions = torch.tensor([[0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        topic = model.topic_item_logits(pooled)
+        shares = model.topic_token_logits(hidden, mask)
+        torch.testing.assert_close(shares.sum(1) + model.topic_head.bias, topic)
+        assert (shares[1, 3:] == 0).all()  # padding has no share
+        stance = model.stance_item_logits(hidden, pooled, win, actor, positions, mask)
+        shares = model.stance_token_logits(hidden, win, actor, positions, mask)
+        bias = model.stance_head.bias.view(-1, 3)[actor] if shared else model.stance_head.bias
+        torch.testing.assert_close(shares.sum(1) + bias, stance)
 
 
 def test_empty_window_gives_an_empty_snippet():
