@@ -85,16 +85,22 @@ def prediction_record(art: ArticleInput, pred: ArticlePrediction, predictor: Pre
 
 
 def _add_evidence(rec: dict, pred: ArticlePrediction, predictor: Predictor) -> None:
-    """``topic_evidence`` per predicted topic; ``evidence`` (null when not mentioned) in each stance entry."""
+    """``topic_evidence`` per predicted topic; ``evidence`` in the stance entry of each mentioned actor."""
     if "topics" in rec:
         rec["topic_evidence"] = {t: e.as_dict() for t, e in (pred.topic_evidence or {}).items()}
     for a, e in zip(predictor.actors, pred.stance_evidence or [None] * len(predictor.actors), strict=True):
-        rec["stances"][a]["evidence"] = e.as_dict() if e is not None else None
+        if e is not None:
+            rec["stances"][a]["evidence"] = e.as_dict()
 
 
-def has_evidence(rec: dict) -> bool:
-    """Whether a prediction record was written with evidence (classify without --no-evidence)."""
-    return "topic_evidence" in rec or any("evidence" in s for s in (rec.get("stances") or {}).values())
+def has_evidence(rec: dict) -> bool | None:
+    """Whether a prediction record was written with evidence (None: cannot tell, nothing to show)."""
+    stances = (rec.get("stances") or {}).values()
+    if "topic_evidence" in rec or any("evidence" in s for s in stances):
+        return True
+    if "topics" in rec or any(s.get("probs") is not None for s in stances):
+        return False
+    return None
 
 
 def error_record(art: ArticleInput) -> dict:
@@ -168,8 +174,9 @@ class JsonlWriter:
                 f"{self.path} was written by a model with other labels (topics {topics}, actors {actors}; "
                 f"this model: {want_topics}, {want_actors}); resume it with that model or choose another -o"
             )
-        if has_evidence(sample) != p.evidence:
-            flag = "without --no-evidence" if has_evidence(sample) else "with --no-evidence"
+        written = has_evidence(sample)
+        if written is not None and written != p.evidence:
+            flag = "without --no-evidence" if written else "with --no-evidence"
             raise OutputError(f"{self.path} was written {flag}; resume it {flag} too, or choose another -o")
 
     def format(self, records: list[dict]) -> str:

@@ -363,7 +363,7 @@ def test_error_records_and_not_mentioned_actors(stance_model, tmp_path):
     err = by_id["empty.txt"]
     assert err["error"] and "stances" not in err and "topic_evidence" not in err
     plain = by_id["plain.txt"]
-    assert plain["stances"]["NATO"] == {"label": "not_mentioned", "probs": None, "evidence": None}
+    assert plain["stances"]["NATO"] == {"label": "not_mentioned", "probs": None}  # evidence: mentioned only
     assert set(plain["topic_evidence"]) == set(plain["topics"])
 
 
@@ -379,3 +379,14 @@ def test_resume_keeps_evidence_consistent(stance_model, tmp_path):
     assert records(part) == records(full)
     res = classify(stance_model, tmp_path / "in", part, "--resume", "--no-evidence")
     assert res.exit_code != 0 and "writtenwithout--no-evidence" in "".join(res.output.split()), res.output
+
+
+def test_has_evidence_tells_only_when_a_record_can_show_it():
+    from sikap.inference.classify import has_evidence
+
+    ev = {"start": 0, "end": 4, "text": "NATO"}
+    assert has_evidence({"topics": [], "topic_evidence": {}}) is True
+    assert has_evidence({"stances": {"NATO": {"label": "favor", "probs": {"favor": 1.0}, "evidence": ev}}}) is True
+    assert has_evidence({"topics": ["ekonomi"]}) is False
+    assert has_evidence({"stances": {"NATO": {"label": "favor", "probs": {"favor": 1.0}}}}) is False
+    assert has_evidence({"stances": {"NATO": {"label": "not_mentioned", "probs": None}}}) is None
