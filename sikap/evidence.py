@@ -22,8 +22,12 @@ prediction computed (no second forward pass).
 
 The record gives the chosen window as character offsets into the text the model read
 (:func:`sikap.text.article_text`: title, a blank line, body) and a snippet of at most
-``max_chars`` characters cut at whitespace word boundaries; for stance the snippet is
-centred on the actor's alias inside that window.
+``max_chars`` characters cut at whitespace word boundaries; for stance the snippet holds one
+of the actor's mentions inside that window. Where the item logits decompose over tokens (mean
+pooling and a linear head: each token's term of the pooled vector times the head weight; in
+shared mode with attention pooling, attention weight x token term), the snippet is the run of
+words with the largest total share of the same contribution; otherwise ([CLS] pooling) it
+reads from the window start, or around the first mention.
 """
 
 from __future__ import annotations
