@@ -162,6 +162,7 @@ def worker_sikap(args) -> dict:
         precision=overrides.get("precision", "auto"),
         sort_by_length=overrides.get("sort", True),
         lexical=None if overrides.get("no_lexical") else loaded.lexical,
+        evidence=not overrides.get("no_evidence"),  # classify's default: evidence on
     )
     from sikap.text import article_text
 
@@ -243,7 +244,7 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         default="default,fp32,int8",
-        help="sikap variants: default, fp32, bf16, int8, unsorted, batch32, threads1",
+        help="sikap variants: default, fp32, bf16, int8, unsorted, batch32, threads1, noevidence",
     )
     ap.add_argument("--mixed", action="store_true", help="every other article short (a demo article)")
     ap.add_argument("--scale", type=int, default=0, help="also run the default on N*SCALE files (memory growth)")
@@ -267,6 +268,7 @@ VARIANTS = {
     "unsorted": {"sort": False},
     "batch32": {"batch_size": 32},
     "threads1": {},
+    "noevidence": {"no_evidence": True},  # what the evidence passages cost (classify --no-evidence)
 }
 
 

@@ -75,11 +75,32 @@ def prediction_record(art: ArticleInput, pred: ArticlePrediction, predictor: Pre
             }
             for a, lab, p in zip(predictor.actors, pred.stances, pred.stance_probs, strict=True)
         }
+    if predictor.evidence:
+        _add_evidence(rec, pred, predictor)
     added = (predictor.meta.get("stance") or {}).get("added_actors")
     if added:
         rec["added_actors"] = list(added)  # scored through the model's actor-independent stance slot
     rec["n_tokens"], rec["n_windows"] = pred.n_tokens, pred.n_windows
     return rec
+
+
+def _add_evidence(rec: dict, pred: ArticlePrediction, predictor: Predictor) -> None:
+    """``topic_evidence`` per predicted topic; ``evidence`` in the stance entry of each mentioned actor."""
+    if "topics" in rec:
+        rec["topic_evidence"] = {t: e.as_dict() for t, e in (pred.topic_evidence or {}).items()}
+    for a, e in zip(predictor.actors, pred.stance_evidence or [None] * len(predictor.actors), strict=True):
+        if e is not None:
+            rec["stances"][a]["evidence"] = e.as_dict()
+
+
+def has_evidence(rec: dict) -> bool | None:
+    """Whether a prediction record was written with evidence (None: cannot tell, nothing to show)."""
+    stances = (rec.get("stances") or {}).values()
+    if "topic_evidence" in rec or any("evidence" in s for s in stances):
+        return True
+    if "topics" in rec or any(s.get("probs") is not None for s in stances):
+        return False
+    return None
 
 
 def error_record(art: ArticleInput) -> dict:
@@ -156,13 +177,18 @@ class JsonlWriter:
                 f"{self.path} was written by a model with other labels (topics {topics}, actors {actors}; "
                 f"this model: {want_topics}, {want_actors}); resume it with that model or choose another -o"
             )
+        written = has_evidence(sample)
+        if written is not None and written != p.evidence:
+            flag = "without --no-evidence" if written else "with --no-evidence"
+            raise OutputError(f"{self.path} was written {flag}; resume it {flag} too, or choose another -o")
 
     def format(self, records: list[dict]) -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 class CsvWriter:
-    """Flat columns: topic probabilities as ``topic:<name>``, stances as ``stance:<actor>`` (+ class probs)."""
+    """Flat columns: topic probabilities as ``topic:<name>``, stances as ``stance:<actor>`` (+ class probs);
+    with evidence, the snippets as ``evidence:topic:<name>`` and ``evidence:stance:<actor>``."""
 
     suffix = ".csv"
 
@@ -172,6 +198,9 @@ class CsvWriter:
         self.columns += [f"topic:{n}" for n in predictor.topic_names]
         for a in predictor.actors:
             self.columns += [f"stance:{a}"] + [f"stance:{a}:{c}" for c in predictor.classes]
+        if predictor.evidence:
+            self.columns += [f"evidence:topic:{n}" for n in predictor.topic_names]
+            self.columns += [f"evidence:stance:{a}" for a in predictor.actors]
 
     @staticmethod
     def done_ids(path: Path) -> tuple[list[str], list[str]]:
@@ -194,6 +223,10 @@ class CsvWriter:
 
     def check_compatible(self, header: list[str]) -> None:
         if header and header != self.columns:
+            evidence = any(h.startswith("evidence:") for h in header)
+            if evidence != any(h.startswith("evidence:") for h in self.columns):
+                flag = "without --no-evidence" if evidence else "with --no-evidence"
+                raise OutputError(f"{self.path} was written {flag}; resume it {flag} too, or choose another -o")
             raise OutputError(
                 f"{self.path} has other columns than this model writes (written by another model?); "
                 "resume it with that model or choose another -o"
@@ -218,6 +251,9 @@ class CsvWriter:
         for a, s in (r.get("stances") or {}).items():
             row[f"stance:{a}"] = s["label"]
             row.update({f"stance:{a}:{c}": p for c, p in (s["probs"] or {}).items()})
+            if s.get("evidence"):
+                row[f"evidence:stance:{a}"] = s["evidence"]["text"]
+        row.update({f"evidence:topic:{t}": e["text"] for t, e in (r.get("topic_evidence") or {}).items()})
         return row
 
 

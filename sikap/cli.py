@@ -217,6 +217,13 @@ def classify(
             metavar="P",
         ),
     ] = None,
+    evidence: Annotated[
+        bool,
+        typer.Option(
+            "--evidence/--no-evidence",
+            help="Record the passage behind each predicted topic and stance (offsets and a snippet).",
+        ),
+    ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
@@ -259,6 +266,7 @@ def classify(
         precision=precision.value,
         lexical=loaded.lexical,
         min_confidence=min_confidence,
+        evidence=evidence,
     )
     reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
     reader_options |= _date_options(date_field, keep_field)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from sikap.config import StanceMode
@@ -101,6 +102,10 @@ class ArticleFeatures:
     topic: list[int] = field(default_factory=list)
     stance: dict[int, list[StanceItem]] = field(default_factory=dict)
     n_tokens: int = 0
+    char_spans: list[tuple[int, int]] = field(default_factory=list)  # per window: its text's character range
+    # per window: (position of its first text token in input_ids, first article token, end article token)
+    token_spans: list[tuple[int, int, int]] = field(default_factory=list)
+    offsets: np.ndarray | None = None  # (n_tokens, 2) int32: each article token's characters [start, end)
 
     @property
     def topic_windows(self) -> list[Window]:
@@ -163,7 +168,7 @@ class FeatureBuilder:
         return [self._article(text, e.ids, e.offsets) for text, e in zip(texts, encs, strict=True)]
 
     def _article(self, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> ArticleFeatures:
-        feats = ArticleFeatures(n_tokens=len(ids))
+        feats = ArticleFeatures(n_tokens=len(ids), offsets=np.asarray(offsets, dtype=np.int32).reshape(-1, 2))
         spans = window_spans(len(ids), self.topic_size, self.stride)
         single_at: dict[int, int] = {}  # span index -> window index (shared mode reuses windows)
 
@@ -171,6 +176,8 @@ class FeatureBuilder:
             if i not in single_at:
                 single_at[i] = len(feats.windows)
                 feats.windows.append(self.template.build_single(ids[spans[i][0] : spans[i][1]]))
+                feats.char_spans.append(char_range(offsets, spans[i]))
+                feats.token_spans.append((len(self.template.single[0]), *spans[i]))
             return single_at[i]
 
         if self.with_topics:
@@ -202,6 +209,9 @@ class FeatureBuilder:
                         feats.windows.append(
                             self.template.build_pair(self.actor_ids[k], ids[sspans[i][0] : sspans[i][1]])
                         )
+                        feats.char_spans.append(ranges[i])
+                        at = len(self.template.pair[0]) + len(self.actor_ids[k]) + len(self.template.pair[1])
+                        feats.token_spans.append((at, *sspans[i]))
         return feats
 
     def _mention_positions(self, span, offsets, mentions) -> list[int]:

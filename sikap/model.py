@@ -107,13 +107,51 @@ class SikapModel(nn.Module):
         if self.actor_query is None:
             context = pooled[win]
         else:
-            query = self.actor_query[actor].to(h.dtype) + self.query_proj(mention)  # (s, hidden)
-            scores = torch.einsum("slh,sh->sl", h, query).float() / h.shape[-1] ** 0.5
-            scores = scores.masked_fill(~attention_mask[win].bool(), torch.finfo(scores.dtype).min)
-            context = torch.einsum("sl,slh->sh", scores.softmax(-1).to(h.dtype), h)
+            weights = self._attention_weights(h, mention, actor, attention_mask[win])  # (s, L)
+            context = torch.einsum("sl,slh->sh", weights.to(h.dtype), h)
         vec = torch.cat([mention, context], dim=-1)  # (s, 2 * hidden)
         out = self.stance_head(self.dropout(vec)).view(vec.shape[0], -1, self.n_classes)
         return out[torch.arange(out.shape[0], device=out.device), actor]
+
+    def _attention_weights(self, h, mention, actor, mask) -> torch.Tensor:
+        """(s, L) softmax weights of attention pooling over the item windows ``h`` (s, L, hidden)."""
+        query = self.actor_query[actor].to(h.dtype) + self.query_proj(mention)  # (s, hidden)
+        scores = torch.einsum("slh,sh->sl", h, query).float() / h.shape[-1] ** 0.5
+        scores = scores.masked_fill(~mask.bool(), torch.finfo(scores.dtype).min)
+        return scores.softmax(-1)
+
+    def topic_token_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Each token's share of its window's topic logits, (n, L, T), bias left out.
+
+        With mean pooling and a linear head the window logit is exactly the sum of these shares
+        plus the bias (used to find the passage behind a prediction); None for [CLS] pooling.
+        """
+        if self.pooling != "mean":
+            return None
+        return _token_shares(hidden, attention_mask, self.topic_head.weight)
+
+    def stance_token_logits(self, hidden, win, actor, positions, attention_mask) -> torch.Tensor | None:
+        """Each token's share of the stance item logits, (s, L, C), bias left out; None for [CLS] pooling.
+
+        Pair mode: as for topics. Shared mode: the mention tokens share the mention half of the
+        head, every token the context half by its pooling weight (1/n, or its attention weight).
+        """
+        if self.pooling != "mean":
+            return None
+        h, mask = hidden[win], attention_mask[win]  # (s, L, hidden), (s, L)
+        if not self.shared:
+            return _token_shares(h, mask, self.stance_head.weight)
+        hid = h.shape[-1]
+        w = self.stance_head.weight.view(-1, self.n_classes, 2 * hid)[actor].to(h.dtype)  # (s, C, 2 * hidden)
+        pos = positions.to(h.dtype)
+        on_mention = pos / pos.sum(1, keepdim=True).clamp(min=1.0)  # (s, L)
+        if self.actor_query is None:
+            weights = mask.to(h.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)
+        else:
+            weights = self._attention_weights(h, masked_mean(h, positions), actor, mask).to(h.dtype)
+        mention = torch.einsum("slh,sch->slc", h, w[:, :, :hid]) * on_mention.unsqueeze(-1)
+        context = torch.einsum("slh,sch->slc", h, w[:, :, hid:]) * weights.unsqueeze(-1)
+        return mention + context  # (s, L, C)
 
     @property
     def generic_slot(self) -> int | None:
@@ -202,6 +240,13 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of (n, L, hidden) over the positions where ``mask`` (n, L) is set -> (n, hidden)."""
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def _token_shares(hidden: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(n, L, k): token t's term in ``weight @ masked_mean(hidden, mask)`` for a (k, hidden) weight."""
+    m = mask.to(hidden.dtype)
+    share = m / m.sum(1, keepdim=True).clamp(min=1.0)  # (n, L)
+    return torch.einsum("nlh,kh->nlk", hidden, weight.to(hidden.dtype)) * share.unsqueeze(-1)
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,22 @@ class ArticlePrediction:
     # the same probabilities before the head temperatures (sikap.calibration); evaluate reports both
     raw_topic_probs: np.ndarray | None = None
     raw_stance_probs: list[np.ndarray | None] | None = None
+    topic_evidence: dict | None = None  # predicted topic -> sikap.evidence.Evidence (Predictor(evidence=True))
+    stance_evidence: list | None = None  # per actor: Evidence, or None when not mentioned
+
+
+@dataclass
+class _Forward:
+    """One forward pass over a group of articles: article logits and the item logits behind them."""
+
+    topic: torch.Tensor | None  # (B, T)
+    stance: torch.Tensor | None  # (B, A, C)
+    mask: torch.Tensor  # (B, A) actor mentioned
+    feats: list
+    topic_items: torch.Tensor  # (m, T) per topic item (window), in index_features order
+    stance_items: torch.Tensor  # (s, C) per stance item
+    topic_tokens: list | None = None  # per topic item: (L_i, T) token shares of its logits, or None
+    stance_tokens: list | None = None  # per stance item: (L_i, C)
 
 
 class Predictor:
@@ -64,6 +80,8 @@ class Predictor:
             input order (for measuring what sorting buys).
         min_confidence: a stance, or a single-label topic, whose top (calibrated) probability is
             under it is labeled ``"uncertain"`` (probabilities kept); multi-label topics unaffected.
+        evidence: attach to each prediction the window that drove each predicted topic and stance
+            (sikap.evidence; from the logits already computed, no second pass).
     """
 
     def __init__(
@@ -79,12 +97,14 @@ class Predictor:
         sort_by_length: bool = True,
         lexical=None,
         min_confidence: float | None = None,
+        evidence: bool = False,
     ):
         from sikap.calibration import head_temperatures
 
         self.model, self.builder, self.meta = model, builder, meta
         self.temperature = head_temperatures(meta)  # per head, applied after the blend
         self.min_confidence = min_confidence
+        self.evidence = evidence
         self.lexical = lexical  # sikap.lexical.LexicalModel blended in by meta["blend"], or None
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
@@ -126,13 +146,18 @@ class Predictor:
         """Tokenize and window texts (CPU work in Rust; can run in a thread beside the model)."""
         return self.builder.encode(texts)
 
-    @torch.inference_mode()
     def logits(self, texts: Sequence[str], feats: list | None = None):
         """Raw article logits: topics (B, T), stance (B, A, C), stance mask (B, A), and the features."""
+        out = self._forward(texts, feats)
+        return out.topic, out.stance, out.mask, out.feats
+
+    @torch.inference_mode()
+    def _forward(self, texts: Sequence[str], feats: list | None = None) -> _Forward:
+        """Article logits and the item (window) logits they were aggregated from."""
         feats = self.features(texts) if feats is None else feats
         n_act = len(self.actors)
         ix = index_features(feats, n_act)
-        t_logits, s_logits = self._item_logits(ix)
+        t_logits, s_logits, t_tok, s_tok = self._item_logits(ix)
         b, m = len(texts), self.model
         topic = stance = None
         mask = torch.zeros((b, n_act), dtype=torch.bool)
@@ -142,13 +167,19 @@ class Predictor:
             groups = torch.tensor(ix.stance_group, dtype=torch.long)
             stance = aggregate(s_logits, groups, b * n_act, m.stance_agg).view(b, n_act, -1)
             mask.view(-1)[groups] = True
-        return topic, stance, mask, feats
+        return _Forward(topic, stance, mask, feats, t_logits, s_logits, t_tok, s_tok)
 
-    def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor]:
-        """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches."""
+    def _item_logits(self, ix) -> tuple[torch.Tensor, torch.Tensor, list | None, list | None]:
+        """Topic (m, T) and stance (s, C) item logits; windows encoded once each, in length-sorted batches.
+
+        With ``evidence``, also each item's per-token shares of its logits ((L_i, T) / (L_i, C) arrays,
+        None for [CLS] pooling): a small matmul over hidden states the batch has anyway.
+        """
         m = self.model
         t_out = torch.zeros((len(ix.topic_win), max(m.n_topics, 1)))
         s_out = torch.zeros((len(ix.stance_win), max(m.n_classes, 1)))
+        t_tok = [None] * len(ix.topic_win) if self.evidence else None
+        s_tok = [None] * len(ix.stance_win) if self.evidence else None
         t_by_win, s_by_win = _by_window(ix.topic_win), _by_window(ix.stance_win)
         order = list(range(len(ix.windows)))
         if self.sort_by_length:
@@ -166,21 +197,18 @@ class Predictor:
                 if ti:
                     sel = torch.tensor([local[ix.topic_win[t]] for t in ti], device=pooled.device)
                     t_out[ti] = m.topic_item_logits(pooled[sel]).float().cpu()
+                    if t_tok is not None:
+                        _keep_tokens(t_tok, ti, m.topic_token_logits(hidden[sel], mask[sel]), mask[sel])
                 si = [t for w in idx for t in s_by_win.get(w, ())]
                 if si:
                     win = torch.tensor([local[ix.stance_win[t]] for t in si])
                     pos = position_mask([ix.stance_pos[t] for t in si], batch["attention_mask"][win])
                     actor = torch.tensor([self._slot(ix.stance_actor[t]) for t in si])
-                    logits = m.stance_item_logits(
-                        hidden,
-                        pooled,
-                        win.to(self.device),
-                        actor.to(self.device),
-                        pos.to(self.device),
-                        mask,
-                    )
-                    s_out[si] = logits.float().cpu()
-        return t_out, s_out
+                    args = (win.to(self.device), actor.to(self.device), pos.to(self.device), mask)
+                    s_out[si] = m.stance_item_logits(hidden, pooled, *args).float().cpu()
+                    if s_tok is not None:
+                        _keep_tokens(s_tok, si, m.stance_token_logits(hidden, *args), mask[args[0]])
+        return t_out, s_out, t_tok, s_tok
 
     def _slot(self, k: int) -> int:
         """The model's stance slot for actor ``k`` (added actors share the generic slot)."""
@@ -189,9 +217,16 @@ class Predictor:
     def probabilities(self, texts: Sequence[str], feats: list | None = None, *, calibrated: bool = True):
         """Blended topic probs (B, T), stance probs (B, A, C), stance mask (B, A) and the features;
         ``calibrated``: with the head temperatures applied (what `classify` reports)."""
+        topic, stance, mask, feats = self.logits(texts, feats)
+        tprobs, sprobs = self._blend(texts, topic, stance)
+        if calibrated:
+            tprobs, sprobs = self.calibrate(tprobs, sprobs)
+        return tprobs, sprobs, mask, feats
+
+    def _blend(self, texts: Sequence[str], topic, stance):
+        """Probabilities from article logits, blended with the lexical model's where configured."""
         from sikap.lexical import blend
 
-        topic, stance, mask, feats = self.logits(texts, feats)
         tprobs = self.topic_probs(topic) if topic is not None else None
         sprobs = torch.softmax(stance, -1).numpy() if stance is not None else None
         if self.lexical is not None and min(self.blend.values()) < 1.0:
@@ -204,9 +239,7 @@ class Predictor:
                 for k, lp in enumerate(lex_s):
                     if lp is not None:
                         sprobs[:, k] = blend(sprobs[:, k], lp, self.blend["stance"])
-        if calibrated:
-            tprobs, sprobs = self.calibrate(tprobs, sprobs)
-        return tprobs, sprobs, mask, feats
+        return tprobs, sprobs
 
     def calibrate(self, tprobs: np.ndarray | None, sprobs: np.ndarray | None):
         """The head temperatures applied to blended topic (B, T) and stance (B, A, C) probabilities."""
@@ -222,8 +255,10 @@ class Predictor:
         """Probabilities and labels per article (``feats``: precomputed ``features(texts)``)."""
         if not texts:
             return []
-        raw_t, raw_s, mask, feats = self.probabilities(texts, feats, calibrated=False)
+        fwd = self._forward(texts, feats)
+        raw_t, raw_s = self._blend(texts, fwd.topic, fwd.stance)
         tprobs, sprobs = self.calibrate(raw_t, raw_s)
+        mask, feats = fwd.mask, fwd.feats
         out = []
         for b, f in enumerate(feats):
             tp = tprobs[b] if tprobs is not None else None
@@ -241,6 +276,8 @@ class Predictor:
                     raw_stance_probs=raw_sp,
                 )
             )
+        if self.evidence:
+            self._add_evidence(texts, fwd, out)
         return out
 
     def decide_stance(self, probs: np.ndarray | None) -> str:
@@ -252,6 +289,41 @@ class Predictor:
         if self.min_confidence is not None and float(np.max(probs)) < self.min_confidence:
             return UNCERTAIN
         return self.classes[int(np.argmax(probs))]
+
+    def _add_evidence(self, texts: Sequence[str], fwd: _Forward, preds: list[ArticlePrediction]) -> None:
+        """Attach the deciding window of each predicted topic and mentioned actor (sikap.evidence)."""
+        from sikap.evidence import article_evidence
+
+        m, t_at, s_at = self.model, 0, 0
+        topic_index = {n: i for i, n in enumerate(self.topic_names)}
+        class_index = {c: i for i, c in enumerate(self.classes)}
+        aliases = [a for _, a in self.builder.actors]
+        t_items, s_items = fwd.topic_items.numpy(), fwd.stance_items.numpy()
+        for b, (text, f, p) in enumerate(zip(texts, fwd.feats, preds, strict=True)):
+            mine, mine_tok = {}, {}
+            for k, items in sorted(f.stance.items()):
+                mine[k] = s_items[s_at : s_at + len(items)]
+                mine_tok[k] = fwd.stance_tokens[s_at : s_at + len(items)]
+                s_at += len(items)
+            t_ev, s_ev = article_evidence(
+                text,
+                f,
+                topic_items=t_items[t_at : t_at + len(f.topic)] if fwd.topic is not None else None,
+                topic_tokens=fwd.topic_tokens[t_at : t_at + len(f.topic)],
+                stance_tokens=mine_tok,
+                topic_logits=fwd.topic[b].numpy() if fwd.topic is not None else None,
+                topics=[topic_index[n] for n in p.topics if n in topic_index],  # not 'uncertain'
+                topic_how=m.topic_agg,
+                topic_exclusive=not self.multi_label,
+                stance_items=mine,
+                stance_logits=fwd.stance[b].numpy() if fwd.stance is not None else None,
+                stances={k: class_index[lab] for k, lab in enumerate(p.stances) if lab in class_index},
+                stance_how=m.stance_agg,
+                aliases=aliases,
+            )
+            t_at += len(f.topic)
+            p.topic_evidence = {self.topic_names[t]: e for t, e in t_ev.items()}
+            p.stance_evidence = [s_ev.get(k) for k in range(len(self.actors))]
 
     def topic_probs(self, logits: torch.Tensor) -> np.ndarray:
         """Sigmoid for multi-label topics, softmax for single-label."""
@@ -277,6 +349,15 @@ def quantize_int8(model: SikapModel) -> SikapModel:
     model = model.float().eval()
     quantize_dynamic(model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     return model
+
+
+def _keep_tokens(out: list, items: list[int], shares: torch.Tensor | None, mask: torch.Tensor) -> None:
+    """Store each item's (L_i, k) token shares, cut to its window's length (padding dropped)."""
+    if shares is None:
+        return
+    shares, lengths = shares.float().cpu().numpy(), mask.sum(1).tolist()
+    for j, item in enumerate(items):
+        out[item] = shares[j, : int(lengths[j])]
 
 
 def _by_window(wins: Sequence[int]) -> dict[int, list[int]]:
