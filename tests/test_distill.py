@@ -224,3 +224,22 @@ def test_distill_refuses_a_student_as_big_as_the_teacher(workspace, tmp_path):
          str(tmp_path / "s"), "--layers", "2", "--no-progress"],
     )  # fmt: skip
     assert res.exit_code == 1 and "1 to 1 layers" in res.output
+
+
+def test_lexical_part_and_blend_are_the_teachers(tiny_backbone, workspace, tmp_path):
+    cfg = tiny_config_dict(tiny_backbone, workspace / "train.jsonl", None, tmp_path / "teacher", max_steps=6)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    invoke("train", tmp_path / "cfg.yaml", "--no-progress")
+    res = invoke(
+        "distill", tmp_path / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", tmp_path / "s",
+        "--set", "train.max_steps=3", "--no-progress",
+    )  # fmt: skip
+    teacher, student = load_model_dir(tmp_path / "teacher"), load_model_dir(tmp_path / "s")
+    assert student.lexical is not None and student.meta["blend"] == teacher.meta["blend"]
+    texts = ["media mendukung NATO inflasi rupiah", "pelatih menolak Rusia gol"]
+    for a, b in zip(teacher.lexical.predict(texts, 2), student.lexical.predict(texts, 2), strict=True):
+        assert a is not None and b is not None
+        assert all(torch.allclose(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a, b, strict=True))
+    # the teacher's lexical model was refit on its dev records: the student says its dev scores are optimistic
+    assert student.meta["distillation"]["dev_seen_by_lexical"] is True and "optimistic" in " ".join(res.output.split())
+    assert student.meta["topics"]["thresholds"] == teacher.meta["topics"]["thresholds"]

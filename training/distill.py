@@ -221,7 +221,7 @@ def soft_loss(out: dict, teacher_topics, teacher_stance, *, temperature: float, 
                 F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean"
             )
             loss = part * t * t if loss is None else loss + part * t * t
-    return loss if loss is not None else out["stance_logits"].sum() * 0.0
+    return loss if loss is not None else sum(v.sum() for v in out.values() if v.is_floating_point()) * 0.0
 
 
 class DistillTrainer(Trainer):
