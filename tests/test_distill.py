@@ -243,3 +243,31 @@ def test_lexical_part_and_blend_are_the_teachers(tiny_backbone, workspace, tmp_p
     # the teacher's lexical model was refit on its dev records: the student says its dev scores are optimistic
     assert student.meta["distillation"]["dev_seen_by_lexical"] is True and "optimistic" in " ".join(res.output.split())
     assert student.meta["topics"]["thresholds"] == teacher.meta["topics"]["thresholds"]
+
+
+def test_generic_slot_is_distilled_too():
+    stance = torch.randn(2, 2, 3)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    out = {"stance_logits": stance, "stance_mask": mask}
+    base = soft_loss(out, None, stance, temperature=2.0, multi_label=False)
+    with_slot = soft_loss({**out, "generic_stance_logits": -stance}, None, stance, temperature=2.0, multi_label=False)
+    assert base.item() == pytest.approx(0.0, abs=1e-6) and with_slot.item() > 0.1
+
+
+def test_shared_mode_student_scores_added_actors(tiny_backbone, workspace, tmp_path):
+    cfg = tiny_config_dict(tiny_backbone, workspace / "train.jsonl", None, tmp_path / "teacher", max_steps=4)
+    cfg["model"].update(stance_mode="shared", generic_actor=True)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    invoke("train", tmp_path / "cfg.yaml", "--no-progress")
+    student = tmp_path / "s"
+    invoke(
+        "distill", tmp_path / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", student,
+        "--set", "train.max_steps=3", "--no-progress",
+    )  # fmt: skip
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("judul\n\nmedia mendukung Ukraina dan NATO", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    invoke("classify", student, folder, "-o", out, "--actor", "Ukraina=Ukraina", "--no-progress")
+    rec = json.loads(out.read_text().splitlines()[0])
+    assert rec["stances"]["Ukraina"]["label"] in {"favor", "against", "neutral"}

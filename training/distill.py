@@ -7,7 +7,9 @@ with classify's readers) plus, optionally, labeled records, it learns the teache
 logits softened by a temperature ``T``: KL divergence for stance (every mentioned actor; a pair
 the aliases do not match is ``not_mentioned`` for both models, since they read the same windows)
 and for single-label topics, BCE against the teacher's softened probabilities for multi-label
-topics, each scaled by ``T**2``; labeled records add the model's own masked hard-label loss.
+topics, each scaled by ``T**2``; the actor-independent stance slot (shared mode, for ``classify
+--actor``) learns every actor's soft targets at the weight ``sikap train`` gives it; labeled records
+add the model's own masked hard-label loss.
 
 The loop is the transformers Trainer of ``sikap train`` (``make_trainer``) with a ``compute_loss``
 that reads the teacher logits stored in each example. The student is an ordinary model dir: the
@@ -32,7 +34,7 @@ from torch.nn import functional as F
 from transformers import Trainer
 
 from sikap.config import Config, config_from_dict, config_to_dict
-from sikap.model import SikapModel
+from sikap.model import GENERIC_LOSS_WEIGHT, SikapModel
 from sikap.modeldir import LoadedModel, build_model, load_model_dir, save_model_dir
 from sikap.text import article_text
 from sikap.training.data import DataError, Record, fingerprint, load_records
@@ -221,6 +223,12 @@ def soft_loss(out: dict, teacher_topics, teacher_stance, *, temperature: float, 
                 F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean"
             )
             loss = part * t * t if loss is None else loss + part * t * t
+            if "generic_stance_logits" in out:  # the actor-independent slot learns every actor, as in training
+                g_logits = out["generic_stance_logits"][present] / t
+                part = F.kl_div(
+                    F.log_softmax(g_logits, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="batchmean"
+                )
+                loss = loss + GENERIC_LOSS_WEIGHT * part * t * t
     return loss if loss is not None else sum(v.sum() for v in out.values() if v.is_floating_point()) * 0.0
 
 
