@@ -32,7 +32,7 @@ def model_dir(tiny_backbone, tmp_path_factory):
 def with_check(model_dir, tmp_path, check):
     """A copy of ``model_dir`` whose sikap.json carries ``check`` (None: the key removed, as in older dirs)."""
     out = tmp_path / "model"
-    shutil.copytree(model_dir, out)
+    shutil.copytree(model_dir, out)  # tmp_path may not exist yet: copytree makes the parents
     meta = json.loads((out / "sikap.json").read_text())
     if check is None:
         meta.pop("precision_check")
@@ -114,3 +114,13 @@ def test_damaged_check_is_a_clear_error(model_dir, tmp_path):
     bad = with_check(model_dir, tmp_path, {"fp32": {"topics": "high"}, "dev_records": 3})
     res = runner.invoke(app, ["classify", str(bad), str(tmp_path), "-o", str(tmp_path / "p.jsonl"), "--no-progress"])
     assert res.exit_code == 1 and "precision_check.fp32.topics" in res.output
+
+
+def test_evaluate_auto_decides_like_classify(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "cpu_supports_bf16", lambda: False)
+    data = write_jsonl(tmp_path / "test.jsonl", synthetic_records(6, seed=12))
+    for loss, expected in ((0.003, "int8"), (0.2, "fp32")):
+        model = with_check(model_dir, tmp_path / str(loss), check(loss))
+        res = runner.invoke(app, ["evaluate", str(model), str(data), "-o", str(tmp_path / "eval")])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == expected

@@ -422,7 +422,7 @@ def finish(trainer, teacher, teacher_pred, meta: dict, dev_recs, lexical_saw_dev
         meta,
         dev_recs,
         teacher.lexical,
-        fp32=dev_metrics if precision == "fp32" else None,
+        known={precision: dev_metrics},
     )
     log(describe(meta["precision_check"]))
     agreement = agreement_on(trainer.model, teacher, teacher_pred, meta, dev_recs, precision)

@@ -17,20 +17,25 @@ from sikap.training.data import Record
 TASKS = ("topics", "stance")
 
 
-def check_precisions(model, builder, meta: dict, dev: Sequence[Record], lexical=None, fp32: dict | None = None):
+def check_precisions(model, builder, meta: dict, dev: Sequence[Record], lexical=None, known: dict | None = None):
     """``{"fp32": {...}, "int8": {..., "loss": x}, ["bf16": ...], "dev_records": n}``, or None without dev.
 
     ``loss`` is the worst task's macro-F1 drop against fp32 (negative: the precision scored higher).
-    ``fp32``: dev metrics already computed in fp32 (saves one pass).
+    ``known``: dev metrics already computed, by precision (``{"fp32": dev_metrics}``; saves a pass;
+    the trainer's bf16 dev pass uses autocast over fp32 weights, close to classify's bf16 weights).
     """
     if not dev:
         return None
-    base = _summary(fp32) if fp32 is not None else _score(model, builder, meta, dev, lexical, "fp32")
+    known = known or {}
+    base = _summary(known["fp32"]) if "fp32" in known else _score(model, builder, meta, dev, lexical, "fp32")
     out: dict = {"fp32": base, "dev_records": len(dev), "metric": "dev macro-F1, worst task"}
     others = ["int8"] + (["bf16"] if predict.cpu_supports_bf16() else [])
     for precision in others:
         try:
-            scores = _score(model, builder, meta, dev, lexical, precision)
+            if precision in known:
+                scores = _summary(known[precision])
+            else:
+                scores = _score(model, builder, meta, dev, lexical, precision)
         except (RuntimeError, ValueError, NotImplementedError) as e:  # e.g. no quantized engine on this CPU
             out[precision] = {"error": f"{type(e).__name__}: {e}"[:300]}
             continue

@@ -364,7 +364,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         )
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
     meta["precision_check"] = check_precisions(
-        trainer.model, builder, meta, dev_recs, lexical, fp32=dev_metrics if precision == "fp32" else None
+        trainer.model, builder, meta, dev_recs, lexical, known={precision: dev_metrics}
     )
     log(describe_precision_check(meta["precision_check"]))
     if lexical is not None and dev_recs:  # the saved lexical model also learns from the dev records
