@@ -115,7 +115,7 @@ def distill(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Student model directory.")],
     layers: Annotated[
-        int | None, typer.Option(min=1, help="Student encoder layers [default: a third of the teacher's].")
+        int | None, typer.Option(min=1, help="Student encoder layers (default: a third of the teacher's).")
     ] = None,
     train_data: Annotated[
         Path | None,
@@ -126,8 +126,8 @@ def distill(
         typer.Option(
             exists=True,
             dir_okay=False,
-            help="Labeled dev records [default: the teacher's dev data if unchanged, else held-out articles "
-            "labeled by the teacher].",
+            help="Labeled dev records (default: the teacher's dev data if unchanged, else held-out articles "
+            "labeled by the teacher).",
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.1, help="Softening temperature of the teacher's logits.")] = 2.0,
