@@ -214,6 +214,7 @@ class SikapModel(nn.Module):
                     ).float()
                     flat_g = aggregate(generic, stance_group, b * a, self.stance_agg)
                     loss = loss + GENERIC_LOSS_WEIGHT * self.stance_loss(flat_g, present, stance_labels.view(-1))
+                    out["generic_stance_logits"] = flat_g.view(b, a, c)  # (B, A, C); distillation trains it too
         if loss is not None:
             out = {"loss": loss, **out}
         return out

@@ -101,6 +101,22 @@ class ChunkingMeta(_Meta):
         return self
 
 
+class PrecisionScores(_Meta):
+    topics: float | None = Field(None, description="Dev topics macro-F1 at this precision.")
+    stance: float | None = Field(None, description="Dev stance macro-F1 at this precision.")
+    loss: float | None = Field(None, description="Worst task's macro-F1 drop against fp32 (not for fp32).")
+    error: str | None = Field(None, description="Why this precision could not be scored.")
+
+
+class PrecisionCheckMeta(_Meta):
+    """Dev scores per inference precision, measured at training time (``classify --precision auto``)."""
+
+    fp32: PrecisionScores
+    int8: PrecisionScores | None = None
+    bf16: PrecisionScores | None = Field(None, description="Only where the training CPU runs bf16 natively.")
+    dev_records: int = Field(..., ge=1)
+
+
 class SikapMeta(_Meta):
     """``sikap.json``: what a model predicts and how it reads an article."""
 
@@ -109,6 +125,7 @@ class SikapMeta(_Meta):
     topics: TopicsMeta | None
     stance: StanceMeta | None
     chunking: ChunkingMeta
+    precision_check: PrecisionCheckMeta | None = Field(None, description="Absent in dirs written before it.")
 
     @field_validator("format_version")
     @classmethod
@@ -136,10 +153,12 @@ def fill_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     - ``chunking.stance_pooling``: ``mean`` (written before the attention option);
     - ``topics`` / ``stance``: absent means the task was not trained;
     - ``topics.temperature`` / ``stance.temperature``: 1, uncalibrated (field defaults in the schema).
+    - ``precision_check``: none (written before it; ``classify --precision auto`` then keeps fp32 off bf16 CPUs).
     """
     out = dict(raw)
     out.setdefault("topics", None)
     out.setdefault("stance", None)
+    out.setdefault("precision_check", None)
     if isinstance(out.get("chunking"), dict):
         chunking = dict(out["chunking"])
         chunking.setdefault("stance_mode", "pair")

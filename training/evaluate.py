@@ -61,6 +61,7 @@ def evaluate_model_dir(
     head temperatures."""
     from sikap.config import config_from_dict
     from sikap.modeldir import load_model_dir
+    from sikap.precision import choose_precision
     from sikap.predict import Predictor
     from sikap.training.calibration import calibration_report
     from sikap.training.data import load_records
@@ -71,7 +72,12 @@ def evaluate_model_dir(
     cfg = config_from_dict(loaded.meta["config"])
     records = load_records(Path(data_path), cfg)
     predictor = Predictor(
-        loaded.model, loaded.builder, loaded.meta, batch_size=batch_size, precision=precision, lexical=loaded.lexical
+        loaded.model,
+        loaded.builder,
+        loaded.meta,
+        batch_size=batch_size,
+        precision=choose_precision(loaded.meta, precision).precision,  # auto: as classify decides
+        lexical=loaded.lexical,
     )
     preds = predict_records(predictor, records, progress=progress)
     metrics = score_predictions(loaded.meta, records, preds)

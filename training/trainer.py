@@ -32,6 +32,8 @@ from sikap.training.data import Record, fingerprint, load_records, split_train_d
 from sikap.training.dataset import ArticleCollator, class_weights, encode_records, topic_pos_weight
 from sikap.training.evaluate import score_arrays, score_predictions
 from sikap.training.metrics import tune_thresholds
+from sikap.training.precision_check import check_precisions
+from sikap.training.precision_check import describe as describe_precision_check
 
 CHECKPOINTS = "checkpoints"
 
@@ -136,8 +138,12 @@ def make_compute_metrics(meta: dict):
     return compute
 
 
-def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, progress: bool, log=print):
-    """A transformers Trainer wired for sikap's article batches."""
+def make_trainer(
+    cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, progress: bool, log=print, *, trainer_cls=None,
+    collator=None,
+):
+    """A transformers Trainer wired for sikap's article batches (``trainer_cls``/``collator``: a Trainer
+    subclass and collator with a different loss, e.g. distillation)."""
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
     from sikap.predict import resolve_precision
@@ -183,10 +189,10 @@ def make_trainer(cfg: Config, model, meta: dict, train_ex, dev_ex, pad_id: int, 
         callbacks.append(CheckpointAveraging(t.average_last, log=log))
     n_topics = len(meta["topics"]["names"]) if meta.get("topics") else 0
     n_actors = len(meta["stance"]["actors"]) if meta.get("stance") else 0
-    return Trainer(
+    return (trainer_cls or Trainer)(
         model=model,
         args=args,
-        data_collator=ArticleCollator(pad_id, n_topics, n_actors),
+        data_collator=collator or ArticleCollator(pad_id, n_topics, n_actors),
         train_dataset=train_ex,
         eval_dataset=dev_ex,
         compute_metrics=make_compute_metrics(meta),
@@ -361,6 +367,10 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
             f"(lexical model: the rest; {blend['chosen_by']})"
         )
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
+    meta["precision_check"] = check_precisions(
+        trainer.model, builder, meta, dev_recs, lexical, known={precision: dev_metrics}
+    )
+    log(describe_precision_check(meta["precision_check"]))
     if lexical is not None and dev_recs:  # the saved lexical model also learns from the dev records
         refit = fit_lexical(list(train_recs) + list(dev_recs), meta, seed=cfg.train.seed)
         if refit is not None:
