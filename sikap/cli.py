@@ -41,6 +41,11 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -198,8 +203,24 @@ def classify(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    engine: Annotated[
+        Engine, typer.Option(help="local: this process; ray: an actor pool on Ray (pip install 'sikap[ray]').")
+    ] = Engine.local,
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: join this cluster ('auto', 'ray://HOST:10001') [default: local].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="--engine ray: predictor actors [default: one per GPU, or CPUs/threads].")
+    ] = None,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
+    if engine is Engine.ray:
+        from sikap.inference.ray_engine import RayEngineError, require_ray
+
+        try:
+            require_ray()
+        except RayEngineError as e:
+            fail(str(e))
     import torch
 
     from sikap.inference.classify import OutputError, check_inputs, classify_folder, open_output
@@ -213,7 +234,7 @@ def classify(
         added = [parse_actor_spec(a) for a in actor or []]
     except ValueError as e:
         fail(str(e))
-    if threads:
+    if threads and engine is Engine.local:
         torch.set_num_threads(threads)
     fmt = fmt or (OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.jsonl)
     try:  # the user's mistakes first, in a second: model files, input, output (locked from here on)
@@ -223,6 +244,21 @@ def classify(
         target = open_output(inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite)
     except (ModelDirError, OutputError) as e:
         fail(str(e))
+    reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
+    if engine is Engine.ray:
+        from sikap.inference.ray_engine import classify_folder_ray
+
+        opts = dict(meta=meta, actors=added, allow_pickle=allow_pickle, batch_size=batch_size, address=address,
+                    batch_articles=batch_articles, precision=precision.value, reader_options=reader_options,
+                    workers=workers, threads=threads)
+        try:
+            summary = _run_with_progress(
+                progress, lambda tick: classify_folder_ray(model_dir, inputs, target, on_progress=tick, **opts)
+            )
+        except (OutputError, RayEngineError) as e:
+            fail(str(e))
+        workers_txt = f"{summary.workers} Ray workers x {summary.threads} threads" + (" + GPU" if summary.gpus else "")
+        return _print_summary(summary, output, f"{workers_txt}, precision {summary.precision}")
     try:
         loaded = add_actors(load_model_dir(model_dir, allow_pickle=allow_pickle), added)
     except ModelDirError as e:
@@ -236,7 +272,6 @@ def classify(
         precision=precision.value,
         lexical=loaded.lexical,
     )
-    reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
     try:
         summary = _run_with_progress(
             progress,
@@ -255,12 +290,16 @@ def classify(
         )
     except OutputError as e:
         fail(str(e))
+    _print_summary(summary, output, f"precision {predictor.precision}")
+
+
+def _print_summary(summary, output: Path, how: str) -> None:
     skipped = sum(summary.skipped.values())
     skipped_txt = f", {skipped} non-article files skipped ({_fmt_counts(summary.skipped)})" if skipped else ""
     resumed = f", {summary.resumed} already done" if summary.resumed else ""
     console.print(
         f"{summary.articles} articles ({summary.predicted} classified, {summary.errors} errors{resumed}){skipped_txt} "
-        f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, precision {predictor.precision}); "
+        f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, {how}); "
         f"predictions in [bold]{escape(str(output))}[/bold]"
     )
 

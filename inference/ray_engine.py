@@ -1,0 +1,284 @@
+"""`sikap classify --engine ray`: the same records as the local engine, predicted on a Ray cluster.
+
+The driver walks the input (:func:`iter_sources`, the local engine's walk) and lists the files
+as a Ray Dataset; tasks read them (:func:`read_source`, the local readers), dropping the ids an
+earlier run already wrote; a fixed pool of actors, each holding one model, predicts batches in
+``map_batches``. Ray Data keeps the order (``preserve_order``), so the driver appends the records
+batch by batch in input order, exactly as the local engine does: the output is the same file,
+``--resume`` works the same way, and a killed driver loses at most the batches in flight.
+Actors and tasks that die are restarted and retried by Ray.
+
+On a cluster, the input folder and the model directory must be readable at the same path on
+every node (a shared filesystem), and sikap must be installed there; the output is written by
+the driver. Ray is optional (``pip install "sikap[ray]"``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sikap.inference.classify import (
+    ClassifySummary,
+    CsvWriter,
+    JsonlWriter,
+    OutputTarget,
+    _append,
+    classify_batch,
+    prepare_batch,
+)
+from sikap.inference.readers import ArticleInput, ScanStats, iter_sources, read_source
+
+INSTALL_HINT = 'the ray engine needs Ray Data: pip install "sikap[ray]" (or pip install "ray[data]")'
+
+
+class RayEngineError(RuntimeError):
+    """Ray is missing or the cluster cannot run the job; the message says what to do."""
+
+
+def require_ray():
+    """The ``ray`` module, or RayEngineError with the install command."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the data extra: pandas, pyarrow, fsspec)
+    except ImportError as e:
+        raise RayEngineError(f"{INSTALL_HINT} ({e})") from None
+    return ray
+
+
+@dataclass
+class RaySummary(ClassifySummary):
+    workers: int = 0
+    threads: int = 0  # torch threads per worker
+    gpus: float = 0.0  # per worker
+    precision: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many actors, with how many threads and GPUs each."""
+
+    workers: int
+    threads: int
+    gpus: float
+
+
+def plan_workers(cpus: float, gpus: float, workers: int | None, threads: int | None) -> Plan:
+    """Actor pool size and per-actor threads from the cluster's CPUs and GPUs.
+
+    GPU cluster: one actor per GPU by default. CPU: ``workers * threads`` fills the CPUs by
+    default (``--workers`` alone splits the CPUs between workers; ``--threads`` alone sets
+    how many workers fit).
+    """
+    cpus = max(1, int(cpus))
+    if gpus >= 1:
+        n = workers or int(gpus)
+        return Plan(n, threads or max(1, cpus // n), 1.0 if n <= gpus else gpus / n)
+    if workers is None:
+        t = threads or 1
+        return Plan(max(1, cpus // t), t, 0.0)
+    return Plan(workers, threads or max(1, cpus // workers), 0.0)
+
+
+class _Predict:
+    """One model per actor (Ray Data constructs it once per actor and calls it per batch)."""
+
+    def __init__(self, model_dir, allow_pickle, actors, batch_size, precision, threads, device):
+        import torch
+
+        from sikap.modeldir import add_actors, load_model_dir
+        from sikap.predict import Predictor
+
+        torch.set_num_threads(threads)
+        loaded = add_actors(load_model_dir(model_dir, allow_pickle=allow_pickle), actors)
+        self.predictor = Predictor(
+            loaded.model.to(device),
+            loaded.builder,
+            loaded.meta,
+            batch_size=batch_size,
+            precision=precision,
+            device=device,
+            lexical=loaded.lexical,
+        )
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        arts = [pickle.loads(b) for b in batch["item"]]
+        records = classify_batch(prepare_batch(arts, self.predictor), self.predictor)
+        return {"item": np.array([pickle.dumps(r) for r in records], dtype=object)}
+
+
+def _read(batch: dict, done_ref: list, reader_options: dict, chunk: int):
+    """Articles of a batch of listed sources, without those already written (resume)."""
+    import numpy as np
+    import ray
+
+    done = ray.get(done_ref[0]) if done_ref else frozenset()
+    out: list[bytes] = []
+    for b in batch["item"]:
+        item = pickle.loads(b)
+        arts = [item] if isinstance(item, ArticleInput) else read_source(item, **reader_options)
+        for art in arts:
+            if art.id not in done:
+                out.append(pickle.dumps(art))
+                if len(out) >= chunk:  # a JSONL file of a million lines streams in pieces
+                    yield {"item": np.array(out, dtype=object)}
+                    out = []
+    if out:
+        yield {"item": np.array(out, dtype=object)}
+
+
+class _Labels:
+    """What the writers need to know of a model: topic names, actors (trained + added), classes."""
+
+    def __init__(self, meta: dict, actors: list[tuple[str, list[str]]]):
+        topics, stance = meta.get("topics"), meta.get("stance")
+        self.topic_names = topics["names"] if topics else []
+        self.classes = stance["classes"] if stance else []
+        self.actors = [a["name"] for a in stance["actors"]] + [n for n, _ in actors] if stance else []
+
+
+def start_ray(address: str | None, *, cpus: int | None = None):
+    """Join ``address`` (``auto``, ``ray://HOST:10001``) or start a local instance; returns (ray, started)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray, False
+    common = {"include_dashboard": False, "configure_logging": True, "logging_level": "warning"}
+    try:
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(num_cpus=cpus or os.cpu_count() or 1, **common)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RayEngineError(f"cannot start or join {where}: {e}") from None
+    return ray, True
+
+
+def classify_folder_ray(
+    model_dir: Path,
+    inputs: Path,
+    target: OutputTarget,
+    *,
+    meta: dict,
+    actors: list[tuple[str, list[str]]] | None = None,
+    allow_pickle: bool = False,
+    batch_size: int = 16,
+    batch_articles: int = 32,
+    precision: str = "auto",
+    reader_options: dict | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    on_progress=None,
+) -> RaySummary:
+    """Classify every article under ``inputs`` into the locked, checked ``target`` on Ray.
+
+    ``meta``: the model's checked ``sikap.json`` (the driver never loads the weights). A local
+    Ray instance started here is shut down at the end; a joined cluster is left running.
+    """
+    actors = actors or []
+    with target:
+        local_cpus = None
+        if not address:
+            local_cpus = os.cpu_count() or 1
+            if workers and threads:
+                local_cpus = max(local_cpus, workers * threads)  # logical CPUs: --workers 2 on one core
+            elif workers:
+                local_cpus = max(local_cpus, workers)
+        ray, started = start_ray(address, cpus=local_cpus)
+        try:
+            return _run(
+                ray,
+                Path(model_dir),
+                Path(inputs),
+                target,
+                meta,
+                actors,
+                allow_pickle,
+                batch_size,
+                batch_articles,
+                precision,
+                reader_options or {},
+                workers,
+                threads,
+                on_progress,
+            )
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _run(
+    ray,
+    model_dir,
+    inputs,
+    target,
+    meta,
+    actors,
+    allow_pickle,
+    batch_size,
+    batch_articles,
+    precision,
+    reader_options,
+    workers,
+    threads,
+    on_progress,
+) -> RaySummary:
+    resources = ray.cluster_resources()
+    plan = plan_workers(resources.get("CPU", 1), resources.get("GPU", 0), workers, threads)
+    device = "cuda" if plan.gpus else "cpu"
+    writer = (CsvWriter if target.fmt == "csv" else JsonlWriter)(target.path, _Labels(meta, actors))
+    if target.done:
+        writer.check_compatible(target.existing)
+    summary = RaySummary(
+        output=target.path,
+        resumed=len(target.done),
+        workers=plan.workers,
+        threads=plan.threads,
+        gpus=plan.gpus,
+        precision=precision,
+    )
+    start = time.perf_counter()
+    stats = ScanStats()
+    listing = [{"item": pickle.dumps(s)} for s in iter_sources(inputs, stats=stats, exclude=target.exclude)]
+    summary.skipped = dict(stats.skipped)
+    if not listing:
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # records come back in input order
+    ctx.enable_progress_bars = False  # the CLI shows its own
+    done_ref = [ray.put(frozenset(target.done))] if target.done else []
+    ds = ray.data.from_items(listing, override_num_blocks=min(len(listing), max(1, 4 * plan.workers)))
+    ds = ds.map_batches(
+        _read,
+        batch_size=8,
+        fn_kwargs={"done_ref": done_ref, "reader_options": reader_options, "chunk": 4 * batch_articles},
+        num_cpus=0,  # light I/O; the CPUs belong to the predictors
+        concurrency=max(2, plan.workers),
+    )
+    ds = ds.map_batches(
+        _Predict,
+        batch_size=batch_articles,
+        fn_constructor_args=(str(model_dir), allow_pickle, actors, batch_size, precision, plan.threads, device),
+        concurrency=plan.workers,  # a fixed pool of actors, each loading the model once
+        num_cpus=plan.threads if not plan.gpus else 1,
+        num_gpus=plan.gpus or None,
+    )
+    for batch in ds.iter_batches(batch_size=batch_articles, batch_format="numpy", prefetch_batches=1):
+        records = [pickle.loads(b) for b in batch["item"]]
+        _append(target.path, writer.format(records))
+        n_err = sum(r["error"] is not None for r in records)
+        summary.errors += n_err
+        summary.predicted += len(records) - n_err
+        summary.articles += len(records)
+        if on_progress:
+            on_progress(len(records))
+    summary.seconds = time.perf_counter() - start
+    return summary
