@@ -1,9 +1,9 @@
 """`sikap classify --engine ray`: the same records as the local engine, predicted on a Ray cluster.
 
 The driver walks the input (:func:`iter_sources`, the local engine's walk) and lists the files
-as a Ray Dataset; tasks read them (:func:`read_source`, the local readers), dropping the ids an
-earlier run already wrote; a fixed pool of actors, each holding one model, predicts batches in
-``map_batches``. Ray Data keeps the order (``preserve_order``), so the driver appends the records
+as a Ray Dataset; in ``map_batches`` a fixed pool of actors, each holding one model, reads them
+(:func:`read_source`, the local readers), drops the ids an earlier run already wrote, and
+predicts. Ray Data keeps the order (``preserve_order``), so the driver appends the records
 batch by batch in input order, exactly as the local engine does: the output is the same file,
 ``--resume`` works the same way, and a killed driver loses at most the batches in flight.
 Actors and tasks that die are restarted and retried by Ray.
@@ -15,21 +15,15 @@ the driver. Ray is optional (``pip install "sikap[ray]"``) and imported only her
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sikap.inference.classify import (
-    ClassifySummary,
-    CsvWriter,
-    JsonlWriter,
-    OutputTarget,
-    _append,
-    classify_batch,
-    prepare_batch,
-)
+from sikap.inference.classify import ClassifySummary, CsvWriter, JsonlWriter, OutputTarget, _append
 from sikap.inference.readers import ArticleInput, ScanStats, iter_sources, read_source
 
 INSTALL_HINT = 'the ray engine needs Ray Data: pip install "sikap[ray]" (or pip install "ray[data]")'
@@ -83,10 +77,28 @@ def plan_workers(cpus: float, gpus: float, workers: int | None, threads: int | N
     return Plan(workers, threads or max(1, cpus // workers), 0.0)
 
 
-class _Predict:
-    """One model per actor (Ray Data constructs it once per actor and calls it per batch)."""
+class _Classify:
+    """One model per actor (Ray Data constructs it once per actor): reads listed files, predicts, yields records.
 
-    def __init__(self, model_dir, allow_pickle, actors, batch_size, precision, threads, device):
+    Reading sits in the actor so a file's articles never travel twice; as in the local engine, a
+    thread reads and tokenizes the next batch while the model runs, and a JSONL file of a million
+    lines streams through in batches of ``batch_articles``.
+    """
+
+    def __init__(
+        self,
+        model_dir,
+        allow_pickle,
+        actors,
+        batch_size,
+        precision,
+        threads,
+        device,
+        done_ref,
+        reader_options,
+        batch_articles,
+    ):
+        import ray
         import torch
 
         from sikap.modeldir import add_actors, load_model_dir
@@ -103,33 +115,25 @@ class _Predict:
             device=device,
             lexical=loaded.lexical,
         )
+        self.done = ray.get(done_ref[0]) if done_ref else frozenset()  # ids an earlier run wrote (resume)
+        self.reader_options, self.batch_articles = reader_options, batch_articles
 
-    def __call__(self, batch: dict) -> dict:
+    def _articles(self, items) -> Iterator[ArticleInput]:
+        for b in items:
+            item = pickle.loads(b)
+            arts = [item] if isinstance(item, ArticleInput) else read_source(item, **self.reader_options)
+            yield from (a for a in arts if a.id not in self.done)
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
         import numpy as np
 
-        arts = [pickle.loads(b) for b in batch["item"]]
-        records = classify_batch(prepare_batch(arts, self.predictor), self.predictor)
-        return {"item": np.array([pickle.dumps(r) for r in records], dtype=object)}
+        from sikap.inference.classify import batched, classify_batch, prefetch, prepare_batch
 
-
-def _read(batch: dict, done_ref: list, reader_options: dict, chunk: int):
-    """Articles of a batch of listed sources, without those already written (resume)."""
-    import numpy as np
-    import ray
-
-    done = ray.get(done_ref[0]) if done_ref else frozenset()
-    out: list[bytes] = []
-    for b in batch["item"]:
-        item = pickle.loads(b)
-        arts = [item] if isinstance(item, ArticleInput) else read_source(item, **reader_options)
-        for art in arts:
-            if art.id not in done:
-                out.append(pickle.dumps(art))
-                if len(out) >= chunk:  # a JSONL file of a million lines streams in pieces
-                    yield {"item": np.array(out, dtype=object)}
-                    out = []
-    if out:
-        yield {"item": np.array(out, dtype=object)}
+        p = self.predictor
+        articles = self._articles(batch["item"])
+        for prepared in prefetch(prepare_batch(b, p) for b in batched(articles, self.batch_articles)):
+            records = classify_batch(prepared, p)
+            yield {"item": np.array([pickle.dumps(r) for r in records], dtype=object)}
 
 
 class _Labels:
@@ -147,12 +151,11 @@ def start_ray(address: str | None, *, cpus: int | None = None):
     ray = require_ray()
     if ray.is_initialized():
         return ray, False
-    common = {"include_dashboard": False, "configure_logging": True, "logging_level": "warning"}
     try:
         if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=cpus or os.cpu_count() or 1, **common)
+            ray.init(address=address, logging_level="warning")
+        else:  # a private instance for this run: no dashboard, no notes about cluster security
+            ray.init(num_cpus=cpus or os.cpu_count() or 1, include_dashboard=False, logging_level="error")
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RayEngineError(f"cannot start or join {where}: {e}") from None
@@ -251,23 +254,31 @@ def _run(
         summary.seconds = time.perf_counter() - start
         return summary
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset start and finish
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": the CLI has one
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # records come back in input order
     ctx.enable_progress_bars = False  # the CLI shows its own
-    done_ref = [ray.put(frozenset(target.done))] if target.done else []
-    ds = ray.data.from_items(listing, override_num_blocks=min(len(listing), max(1, 4 * plan.workers)))
+    done_ref = [ray.put(frozenset(target.done))] if target.done else []  # shipped once, not per batch
+    # many small blocks: the pool stays busy to the end and the driver writes as results come
+    blocks = min(len(listing), max(4 * plan.workers, len(listing) // (4 * batch_articles)))
+    ds = ray.data.from_items(listing, override_num_blocks=blocks)
     ds = ds.map_batches(
-        _read,
-        batch_size=8,
-        fn_kwargs={"done_ref": done_ref, "reader_options": reader_options, "chunk": 4 * batch_articles},
-        num_cpus=0,  # light I/O; the CPUs belong to the predictors
-        concurrency=max(2, plan.workers),
-    )
-    ds = ds.map_batches(
-        _Predict,
-        batch_size=batch_articles,
-        fn_constructor_args=(str(model_dir), allow_pickle, actors, batch_size, precision, plan.threads, device),
-        concurrency=plan.workers,  # a fixed pool of actors, each loading the model once
+        _Classify,
+        batch_size=batch_articles,  # listed sources per call (a JSONL file yields many batches)
+        fn_constructor_args=(
+            str(model_dir),
+            allow_pickle,
+            actors,
+            batch_size,
+            precision,
+            plan.threads,
+            device,
+            done_ref,
+            reader_options,
+            batch_articles,
+        ),
+        compute=ray.data.ActorPoolStrategy(size=plan.workers),  # a fixed pool, one model load per actor
         num_cpus=plan.threads if not plan.gpus else 1,
         num_gpus=plan.gpus or None,
     )
