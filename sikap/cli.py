@@ -100,6 +100,10 @@ def train(
             f"{e}\nIf the Hugging Face Hub is unreachable, set model.backbone to a local model directory or "
             "to offline:multilingual-e5-small"
         )
+    from sikap.training.distributed import is_main
+
+    if not is_main():  # torchrun/accelerate: rank 0 reports
+        return
     console.print(metrics_table(result.dev_metrics, title=f"dev scores ({result.n_dev} records)"))
     console.print(
         f"trained {result.steps} steps on {result.n_train} records in {result.train_seconds:.0f} s; "

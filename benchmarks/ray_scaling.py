@@ -1,0 +1,140 @@
+"""Classify throughput of the local engine against the Ray engine with 1, 2, ... workers.
+
+    python benchmarks/ray_scaling.py --model-dir runs/demo --inputs examples/unlabeled --workers 1 2
+
+Each variant classifies the whole folder into a fresh output, in its own process (a fresh Ray
+instance each time), one after the other: ``local`` (torch's default threads), ``local x1``
+(one thread) and ``ray N x T`` (N actors of T threads each on a local Ray instance). For each
+it prints the wall time of the process (imports, Ray start, model loads included), the seconds
+until the first records came back, and the steady rate after that (articles/s, and per core),
+then what the best per-core rate means for ``--estimate`` articles on machines of ``--cores``.
+All outputs are checked to hold the same ids in the same order as the local one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN = r"""
+import json, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+engine, model_dir, inputs, out, workers, threads, precision = sys.argv[1:8]
+ticks = []
+tick = lambda n: ticks.append((time.perf_counter() - t0, n))
+from sikap.inference.classify import open_output
+from sikap.modelmeta import check_model_dir
+meta = check_model_dir(Path(model_dir))
+target = open_output(Path(inputs), Path(out), overwrite=True)
+if engine == "ray":
+    from sikap.inference.ray_engine import classify_folder_ray
+    s = classify_folder_ray(Path(model_dir), Path(inputs), target, meta=meta, workers=int(workers),
+                            threads=int(threads), precision=precision, on_progress=tick)
+else:
+    import torch
+    from sikap.inference.classify import classify_folder
+    from sikap.modeldir import load_model_dir
+    from sikap.predict import Predictor
+    if int(threads):
+        torch.set_num_threads(int(threads))
+    m = load_model_dir(model_dir)
+    p = Predictor(m.model, m.builder, m.meta, precision=precision, lexical=m.lexical)
+    s = classify_folder(p, Path(inputs), Path(out), on_progress=tick, target=target)
+print(json.dumps({"articles": s.articles, "ticks": ticks, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def run_variant(
+    engine: str, model_dir: Path, inputs: Path, out: Path, workers: int, threads: int, precision: str
+) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUN,
+            engine,
+            str(model_dir),
+            str(inputs),
+            str(out),
+            str(workers),
+            str(threads),
+            precision,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode:
+        sys.exit(f"{engine} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["wall"] = time.perf_counter() - start
+    ticks = res["ticks"]
+    res["first"] = ticks[0][0] if ticks else float("nan")
+    rest = sum(n for _, n in ticks[1:])
+    span = ticks[-1][0] - ticks[0][0] if len(ticks) > 1 else 0.0
+    res["steady"] = rest / span if span > 0 else float("nan")
+    return res
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--inputs", type=Path, required=True, help="a folder of articles")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray pool sizes to time")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per Ray worker (and for 'local x1')")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    ap.add_argument("--estimate", type=float, default=10e6, help="articles for the on-paper estimate")
+    ap.add_argument("--cores", type=int, nargs="+", default=[16, 64], help="cores per machine for the estimate")
+    ap.add_argument("--machines", type=int, nargs="+", default=[1, 10])
+    args = ap.parse_args()
+
+    variants = [("local", 0, 0), ("local", 0, args.threads)] + [("ray", n, args.threads) for n in args.workers]
+    rows, ref = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine, workers, threads in variants:
+            out = Path(tmp) / f"{engine}-{workers}-{threads}.jsonl"
+            r = run_variant(engine, args.model_dir, args.inputs, out, workers, threads, args.precision)
+            got = ids(out)
+            ref = ref if ref is not None else got
+            if got != ref:
+                sys.exit(f"{engine} {workers}x{threads}: other records or order than the local engine")
+            cores = workers * threads if engine == "ray" else (threads or os.cpu_count())
+            name = f"ray {workers} x {threads}" if engine == "ray" else f"local x{threads}" if threads else "local"
+            rows.append((name, cores, r))
+            print(f"done: {name}", file=sys.stderr)
+
+    print(f"\n{len(ref)} records from {args.inputs}, precision {args.precision}, {os.cpu_count()} CPUs here\n")
+    print("| variant | cores | wall s | first records s | steady articles/s | per core |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, cores, r in rows:
+        print(
+            f"| {name} | {cores} | {r['wall']:.1f} | {r['first']:.1f} | {r['steady']:.1f} | {r['steady'] / cores:.2f} |"
+        )
+    per_core = max(r["steady"] / cores for name, cores, r in rows if name.startswith("ray"))
+    core_hours = args.estimate / per_core / 3600
+    print(
+        f"\nOn paper, at {per_core:.2f} articles/s per core (best Ray variant, steady state): "
+        f"{args.estimate:,.0f} articles = {core_hours:,.0f} core-hours"
+    )
+    for cores in args.cores:
+        for machines in args.machines:
+            print(f"- {machines} machine(s) x {cores} cores: {core_hours / (cores * machines):,.1f} h")
+
+
+if __name__ == "__main__":
+    main()
