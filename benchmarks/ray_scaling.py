@@ -117,6 +117,7 @@ def main() -> None:
             fixed = run_variant(engine, args.model_dir, one, out, workers, threads, args.precision)["seconds"]
             r = run_variant(engine, args.model_dir, args.inputs, out, workers, threads, args.precision)
             r["fixed"] = fixed
+            # nan when the one-article run took longer (noise larger than the work: use a bigger folder)
             r["rate"] = (r["articles"] - 1) / (r["seconds"] - fixed) if r["seconds"] > fixed else float("nan")
             got = ids(out)
             ref = ref if ref is not None else got
@@ -132,7 +133,11 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, cores, r in rows:
         print(f"| {name} | {cores} | {r['wall']:.1f} | {r['fixed']:.1f} | {r['rate']:.1f} | {r['rate'] / cores:.2f} |")
-    per_core = max(r["rate"] / cores for name, cores, r in rows if name.startswith("ray"))
+    rates = [r["rate"] / cores for name, cores, r in rows if name.startswith("ray") and r["rate"] == r["rate"]]
+    if not rates:
+        print("\nThe fixed costs varied more than the work took: classify a larger folder (or a real-size model).")
+        return
+    per_core = max(rates)
     core_hours = args.estimate / per_core / 3600
     print(
         f"\nOn paper, at {per_core:.2f} articles/s per core (best Ray variant, fixed cost left out): "
