@@ -85,19 +85,7 @@ class _Classify:
     lines streams through in batches of ``batch_articles``.
     """
 
-    def __init__(
-        self,
-        model_dir,
-        allow_pickle,
-        actors,
-        batch_size,
-        precision,
-        threads,
-        device,
-        done_ref,
-        reader_options,
-        batch_articles,
-    ):
+    def __init__(self, job: _Job, threads: int, device: str, done_ref: list):
         import ray
         import torch
 
@@ -105,18 +93,18 @@ class _Classify:
         from sikap.predict import Predictor
 
         torch.set_num_threads(threads)
-        loaded = add_actors(load_model_dir(model_dir, allow_pickle=allow_pickle), actors)
+        loaded = add_actors(load_model_dir(job.model_dir, allow_pickle=job.allow_pickle), job.actors)
         self.predictor = Predictor(
             loaded.model.to(device),
             loaded.builder,
             loaded.meta,
-            batch_size=batch_size,
-            precision=precision,
+            batch_size=job.batch_size,
+            precision=job.precision,
             device=device,
             lexical=loaded.lexical,
         )
         self.done = ray.get(done_ref[0]) if done_ref else frozenset()  # ids an earlier run wrote (resume)
-        self.reader_options, self.batch_articles = reader_options, batch_articles
+        self.reader_options, self.batch_articles = job.reader_options, job.batch_articles
 
     def _articles(self, items) -> Iterator[ArticleInput]:
         for b in items:
@@ -194,48 +182,46 @@ def classify_folder_ray(
             elif workers:
                 local_cpus = max(local_cpus, workers)
         ray, started = start_ray(address, cpus=local_cpus)
+        job = _Job(
+            str(model_dir),
+            Path(inputs),
+            meta,
+            actors,
+            allow_pickle,
+            batch_size,
+            batch_articles,
+            precision,
+            reader_options or {},
+            workers,
+            threads,
+        )
         try:
-            return _run(
-                ray,
-                Path(model_dir),
-                Path(inputs),
-                target,
-                meta,
-                actors,
-                allow_pickle,
-                batch_size,
-                batch_articles,
-                precision,
-                reader_options or {},
-                workers,
-                threads,
-                on_progress,
-            )
+            return _run(ray, target, job, on_progress)
         finally:
             if started:
                 ray.shutdown()
 
 
-def _run(
-    ray,
-    model_dir,
-    inputs,
-    target,
-    meta,
-    actors,
-    allow_pickle,
-    batch_size,
-    batch_articles,
-    precision,
-    reader_options,
-    workers,
-    threads,
-    on_progress,
-) -> RaySummary:
+@dataclass(frozen=True)
+class _Job:
+    model_dir: str
+    inputs: Path
+    meta: dict
+    actors: list
+    allow_pickle: bool
+    batch_size: int
+    batch_articles: int
+    precision: str
+    reader_options: dict
+    workers: int | None
+    threads: int | None
+
+
+def _run(ray, target: OutputTarget, job: _Job, on_progress) -> RaySummary:
     resources = ray.cluster_resources()
-    plan = plan_workers(resources.get("CPU", 1), resources.get("GPU", 0), workers, threads)
+    plan = plan_workers(resources.get("CPU", 1), resources.get("GPU", 0), job.workers, job.threads)
     device = "cuda" if plan.gpus else "cpu"
-    writer = (CsvWriter if target.fmt == "csv" else JsonlWriter)(target.path, _Labels(meta, actors))
+    writer = (CsvWriter if target.fmt == "csv" else JsonlWriter)(target.path, _Labels(job.meta, job.actors))
     if target.done:
         writer.check_compatible(target.existing)
     summary = RaySummary(
@@ -244,11 +230,11 @@ def _run(
         workers=plan.workers,
         threads=plan.threads,
         gpus=plan.gpus,
-        precision=precision,
+        precision=job.precision,
     )
     start = time.perf_counter()
     stats = ScanStats()
-    listing = [{"item": pickle.dumps(s)} for s in iter_sources(inputs, stats=stats, exclude=target.exclude)]
+    listing = [{"item": pickle.dumps(s)} for s in iter_sources(job.inputs, stats=stats, exclude=target.exclude)]
     summary.skipped = dict(stats.skipped)
     if not listing:
         summary.seconds = time.perf_counter() - start
@@ -261,28 +247,17 @@ def _run(
     ctx.enable_progress_bars = False  # the CLI shows its own
     done_ref = [ray.put(frozenset(target.done))] if target.done else []  # shipped once, not per batch
     # many small blocks: the pool stays busy to the end and the driver writes as results come
-    blocks = min(len(listing), max(4 * plan.workers, len(listing) // (4 * batch_articles)))
+    blocks = min(len(listing), max(4 * plan.workers, len(listing) // (4 * job.batch_articles)))
     ds = ray.data.from_items(listing, override_num_blocks=blocks)
     ds = ds.map_batches(
         _Classify,
-        batch_size=batch_articles,  # listed sources per call (a JSONL file yields many batches)
-        fn_constructor_args=(
-            str(model_dir),
-            allow_pickle,
-            actors,
-            batch_size,
-            precision,
-            plan.threads,
-            device,
-            done_ref,
-            reader_options,
-            batch_articles,
-        ),
+        batch_size=job.batch_articles,  # listed sources per call (a JSONL file yields many batches)
+        fn_constructor_args=(job, plan.threads, device, done_ref),
         compute=ray.data.ActorPoolStrategy(size=plan.workers),  # a fixed pool, one model load per actor
         num_cpus=plan.threads if not plan.gpus else 1,
         num_gpus=plan.gpus or None,
     )
-    for batch in ds.iter_batches(batch_size=batch_articles, batch_format="numpy", prefetch_batches=1):
+    for batch in ds.iter_batches(batch_size=job.batch_articles, batch_format="numpy", prefetch_batches=1):
         records = [pickle.loads(b) for b in batch["item"]]
         _append(target.path, writer.format(records))
         n_err = sum(r["error"] is not None for r in records)
