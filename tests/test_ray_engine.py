@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -148,3 +151,56 @@ def test_missing_ray_says_how_to_install_it(model, hostile, tmp_path, monkeypatc
 )
 def test_plan_workers(cpus, gpus, workers, threads, plan):
     assert plan_workers(cpus, gpus, workers, threads) == plan
+
+
+def test_driver_killed_mid_run_then_resume_equals_the_local_output(ray_instance, model, tmp_path):
+    """kill -9 of a driver that joined the cluster (--address), then --resume: nothing lost, nothing twice."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, r in enumerate(synthetic_records(200, seed=23)):
+        (folder / f"a{i:04d}.txt").write_text(f"{r['title']}\n{r['text']}", encoding="utf-8")
+    ref = tmp_path / "ref.jsonl"
+    assert classify(model, folder, ref, "--batch-articles", "4").exit_code == 0
+
+    out = tmp_path / "out.jsonl"
+    address = ray.get_runtime_context().gcs_address  # the module's instance outlives the killed driver
+    cmd = [
+        sys.executable,
+        "-m",
+        "sikap",
+        "classify",
+        str(model),
+        str(folder),
+        "-o",
+        str(out),
+        "--no-progress",
+        "--precision",
+        "fp32",
+        "--batch-articles",
+        "4",
+        "--engine",
+        "ray",
+        "--address",
+        address,
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed, deadline = False, time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and out.stat().st_size:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert killed, "the run finished before it could be killed"
+    written = len(out.read_text(encoding="utf-8").splitlines())
+    assert 0 < written < 200
+
+    res = classify(model, folder, out, "--batch-articles", "4", "--engine", "ray", "--workers", "1", "--resume")
+    assert res.exit_code == 0, res.output
+    got = records(out)
+    assert len({r["id"] for r in got}) == len(got) == 200
+    assert_same_records(got, records(ref))
