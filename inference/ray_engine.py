@@ -29,6 +29,9 @@ from sikap.inference.readers import ArticleInput, ScanStats, iter_sources, read_
 INSTALL_HINT = 'the ray engine needs Ray Data: pip install "sikap[ray]" (or pip install "ray[data]")'
 
 
+DEFAULT_THREADS = 4  # torch threads per CPU worker when neither --workers nor --threads is given
+
+
 class RayEngineError(RuntimeError):
     """Ray is missing or the cluster cannot run the job; the message says what to do."""
 
@@ -63,16 +66,17 @@ class Plan:
 def plan_workers(cpus: float, gpus: float, workers: int | None, threads: int | None) -> Plan:
     """Actor pool size and per-actor threads from the cluster's CPUs and GPUs.
 
-    GPU cluster: one actor per GPU by default. CPU: ``workers * threads`` fills the CPUs by
-    default (``--workers`` alone splits the CPUs between workers; ``--threads`` alone sets
-    how many workers fit).
+    GPU cluster: one actor per GPU by default. CPU: ``workers * threads`` fills the CPUs;
+    ``--workers`` alone splits the CPUs between the workers, ``--threads`` alone sets how many
+    workers fit, and neither gives workers of up to ``DEFAULT_THREADS`` threads (one model copy
+    per 4 cores, not one per core, keeps memory in check on a big machine).
     """
     cpus = max(1, int(cpus))
     if gpus >= 1:
         n = workers or int(gpus)
         return Plan(n, threads or max(1, cpus // n), 1.0 if n <= gpus else gpus / n)
     if workers is None:
-        t = threads or 1
+        t = threads or min(DEFAULT_THREADS, cpus)
         return Plan(max(1, cpus // t), t, 0.0)
     return Plan(workers, threads or max(1, cpus // workers), 0.0)
 

@@ -193,7 +193,9 @@ def classify(
     precision: Annotated[
         PrecisionChoice, typer.Option(help="auto: bf16 where the CPU supports it; int8: dynamic quantization.")
     ] = PrecisionChoice.auto,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch [default: torch's choice].")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch, per worker with --engine ray (default: torch's).")
+    ] = None,
     text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
     max_bytes: Annotated[int, typer.Option(min=1, help="Read at most this many bytes per file (flagged).")] = 5_000_000,
@@ -208,13 +210,15 @@ def classify(
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     engine: Annotated[
-        Engine, typer.Option(help="local: this process; ray: an actor pool on Ray (pip install 'sikap[ray]').")
+        Engine, typer.Option(help="local: this process; ray: an actor pool on Ray (needs the ray extra of sikap).")
     ] = Engine.local,
     address: Annotated[
-        str | None, typer.Option(help="--engine ray: join this cluster ('auto', 'ray://HOST:10001') [default: local].")
+        str | None,
+        typer.Option(help="--engine ray: join this cluster, 'auto' or 'ray://HOST:10001' (default: a local one)."),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="--engine ray: predictor actors [default: one per GPU, or CPUs/threads].")
+        int | None,
+        typer.Option(min=1, help="--engine ray: predictor actors (default: one per GPU, else CPUs / 4 threads)."),
     ] = None,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""

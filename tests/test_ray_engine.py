@@ -142,7 +142,8 @@ def test_missing_ray_says_how_to_install_it(model, hostile, tmp_path, monkeypatc
     ("cpus", "gpus", "workers", "threads", "plan"),
     [
         (2, 0, 2, None, Plan(2, 1, 0.0)),  # --workers 2 on a 2-core machine
-        (16, 0, None, None, Plan(16, 1, 0.0)),
+        (16, 0, None, None, Plan(4, 4, 0.0)),  # a model copy per 4 cores, not per core
+        (2, 0, None, None, Plan(1, 2, 0.0)),
         (16, 0, 4, None, Plan(4, 4, 0.0)),
         (16, 0, None, 4, Plan(4, 4, 0.0)),
         (32, 4, None, None, Plan(4, 8, 1.0)),  # one actor per GPU
