@@ -136,6 +136,7 @@ def test_missing_ray_says_how_to_install_it(model, hostile, tmp_path, monkeypatc
     assert res.exit_code == 1
     assert 'pip install "sikap[ray]"' in " ".join(res.output.split())
     assert not out.exists()  # refused before anything was written
+    assert classify(model, hostile, out).exit_code == 0  # the local engine never imports ray
 
 
 @pytest.mark.parametrize(
