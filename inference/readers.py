@@ -790,10 +790,22 @@ def _iter_records(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats,
 def _iter_all(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats,
               exclude: frozenset) -> Iterator[ArticleInput]:
     """Records from the walk (or from the single file), before counting."""
-    if root.is_dir():
-        found: Iterable[_Found | ArticleInput] = _walk(root, stats, exclude)
-    else:
-        found = [_single_file(root)]
+    for item in iter_sources(root, stats=stats, exclude=exclude):
+        if isinstance(item, ArticleInput):
+            yield item
+        else:
+            yield from _read_found(item, fields, max_bytes)
+
+
+def iter_sources(root: Path, *, stats: ScanStats | None = None,
+                 exclude: Iterable[tuple[int, int]] = ()) -> Iterator[_Found | ArticleInput]:
+    """The walk alone, in the order of :func:`iter_articles`: files to read, or error records.
+
+    A distributed engine lists on the driver and reads each file with :func:`read_source`
+    on a worker; chaining the two gives exactly the records of :func:`iter_articles`.
+    """
+    root, stats, exclude = Path(root), stats if stats is not None else ScanStats(), frozenset(exclude)
+    found: Iterable[_Found | ArticleInput] = _walk(root, stats, exclude) if root.is_dir() else [_single_file(root)]
     for item in found:
         if isinstance(item, ArticleInput):
             yield item
@@ -801,7 +813,17 @@ def _iter_all(root: Path, fields: _Fields, max_bytes: int, stats: ScanStats,
             stats.skipped[EXCLUDED] += 1
         else:
             stats.files += 1
-            yield from _read_found(item, fields, max_bytes)
+            yield item
+
+
+def read_source(found: _Found, *, text_field: str = "text", title_field: str = "title",
+                id_field: str | None = "id", max_bytes: int = 5_000_000,
+                date_fields: Iterable[str] = DATE_FIELDS, keep_fields: Iterable[str] = ()) -> Iterator[ArticleInput]:
+    """The records of one file from :func:`iter_sources` (every failure an error record); the options as
+    in :func:`iter_articles`."""
+    fields = _Fields(text=text_field, title=title_field, id=id_field, dates=tuple(date_fields),
+                     keep=tuple(keep_fields))
+    yield from _read_found(found, fields, max_bytes)
 
 
 _OUTPUT_KEYS = ("id", "source", "line", "title", "error")

@@ -42,6 +42,11 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -96,6 +101,10 @@ def train(
             f"{e}\nIf the Hugging Face Hub is unreachable, set model.backbone to a local model directory or "
             "to offline:multilingual-e5-small"
         )
+    from sikap.training.distributed import is_main
+
+    if not is_main():  # torchrun/accelerate: rank 0 reports
+        return
     console.print(metrics_table(result.dev_metrics, title=f"dev scores ({result.n_dev} records)"))
     console.print(
         f"trained {result.steps} steps on {result.n_train} records in {result.train_seconds:.0f} s; "
@@ -257,7 +266,9 @@ def classify(
             "found it within 0.01 macro-F1 of fp32, else fp32; int8: dynamic quantization."
         ),
     ] = PrecisionChoice.auto,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch [default: torch's choice].")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch, per worker with --engine ray (default: torch's).")
+    ] = None,
     text_field: Annotated[str, typer.Option(help="Text field in .json/.jsonl articles.")] = "text",
     title_field: Annotated[str, typer.Option(help="Title field in .json/.jsonl articles.")] = "title",
     max_bytes: Annotated[int, typer.Option(min=1, help="Read at most this many bytes per file (flagged).")] = 5_000_000,
@@ -296,8 +307,26 @@ def classify(
         ),
     ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    engine: Annotated[
+        Engine, typer.Option(help="local: this process; ray: an actor pool on Ray (needs the ray extra of sikap).")
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: join this cluster, 'auto' or 'ray://HOST:10001' (default: a local one)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="--engine ray: predictor actors (default: one per GPU, else CPUs / 4 threads)."),
+    ] = None,
 ) -> None:
     """Classify every article under INPUTS: exactly one output record (prediction or error) per article."""
+    if engine is Engine.ray:
+        from sikap.inference.ray_engine import RayEngineError, require_ray
+
+        try:
+            require_ray()
+        except RayEngineError as e:
+            fail(str(e))
     import torch
 
     from sikap.calibration import check_uncertain_label
@@ -313,7 +342,7 @@ def classify(
         added = [parse_actor_spec(a) for a in actor or []]
     except ValueError as e:
         fail(str(e))
-    if threads:
+    if threads and engine is Engine.local:
         torch.set_num_threads(threads)
     fmt = fmt or (OutputFormat.csv if output.suffix.lower() == ".csv" else OutputFormat.jsonl)
     try:  # the user's mistakes first, in a second: model files, input, output (locked from here on)
@@ -325,14 +354,30 @@ def classify(
         target = open_output(inputs, output, fmt=fmt.value, resume=resume, overwrite=overwrite)
     except (ModelDirError, OutputError) as e:
         fail(str(e))
+    reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
+    reader_options |= _date_options(date_field, keep_field)
+    chosen = choose_precision(meta, precision.value)
+    if precision is PrecisionChoice.auto:
+        console.print(f"precision: {chosen.precision} ({escape(chosen.reason)})")
+    if engine is Engine.ray:
+        from sikap.inference.ray_engine import classify_folder_ray
+
+        opts = dict(meta=meta, actors=added, allow_pickle=allow_pickle, batch_size=batch_size, address=address,
+                    batch_articles=batch_articles, precision=chosen.precision, reader_options=reader_options,
+                    workers=workers, threads=threads, min_confidence=min_confidence, evidence=evidence)
+        try:
+            summary = _run_with_progress(
+                progress, lambda tick: classify_folder_ray(model_dir, inputs, target, on_progress=tick, **opts)
+            )
+        except (OutputError, RayEngineError) as e:
+            fail(str(e))
+        workers_txt = f"{summary.workers} Ray workers x {summary.threads} threads" + (" + GPU" if summary.gpus else "")
+        return _print_summary(summary, output, f"{workers_txt}, precision {summary.precision}")
     try:
         loaded = add_actors(load_model_dir(model_dir, allow_pickle=allow_pickle), added)
     except ModelDirError as e:
         target.close()
         fail(str(e))
-    chosen = choose_precision(loaded.meta, precision.value)
-    if precision is PrecisionChoice.auto:
-        console.print(f"precision: {chosen.precision} ({escape(chosen.reason)})")
     predictor = Predictor(
         loaded.model,
         loaded.builder,
@@ -343,8 +388,6 @@ def classify(
         min_confidence=min_confidence,
         evidence=evidence,
     )
-    reader_options = {"text_field": text_field, "title_field": title_field, "max_bytes": max_bytes}
-    reader_options |= _date_options(date_field, keep_field)
     try:
         summary = _run_with_progress(
             progress,
@@ -363,12 +406,16 @@ def classify(
         )
     except OutputError as e:
         fail(str(e))
+    _print_summary(summary, output, f"precision {predictor.precision}")
+
+
+def _print_summary(summary, output: Path, how: str) -> None:
     skipped = sum(summary.skipped.values())
     skipped_txt = f", {skipped} non-article files skipped ({_fmt_counts(summary.skipped)})" if skipped else ""
     resumed = f", {summary.resumed} already done" if summary.resumed else ""
     console.print(
         f"{summary.articles} articles ({summary.predicted} classified, {summary.errors} errors{resumed}){skipped_txt} "
-        f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, precision {predictor.precision}); "
+        f"in {summary.seconds:.1f} s ({summary.rate:.2f} articles/s, {how}); "
         f"predictions in [bold]{escape(str(output))}[/bold]"
     )
 

@@ -34,6 +34,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Device(str, Enum):
+    auto = "auto"  # cuda when a GPU is visible, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Aggregation(str, Enum):
     auto = "auto"  # max for multi-label topics, mean of logits otherwise
     max = "max"
@@ -164,13 +170,18 @@ class TrainSection(_Section):
     epochs: float = Field(5, gt=0)
     learning_rate: float = Field(3e-5, gt=0)
     head_learning_rate: float | None = Field(None, gt=0, description="Learning rate of the heads (default: same).")
-    batch_size: int = Field(8, ge=1, description="Articles per step.")
+    batch_size: int = Field(8, ge=1, description="Articles per step and process (torchrun: x processes).")
     gradient_accumulation: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 13
     patience: int = Field(2, ge=0, description="Evaluations without dev improvement before stopping; 0 = off.")
     precision: Precision = Precision.auto
+    device: Device = Field(
+        Device.auto,
+        description="auto: cuda when a GPU is visible, else cpu. Under torchrun/accelerate: one process per GPU "
+        "(NCCL) or per CPU share (gloo); batch_size is per process.",
+    )
     class_weights: bool = Field(True, description="Weight stance (and single-label topic) loss by inverse frequency.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps instead of every epoch.")

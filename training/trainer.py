@@ -30,6 +30,7 @@ from sikap.modeldir import (
 from sikap.text import article_text
 from sikap.training.data import Record, fingerprint, load_records, split_train_dev
 from sikap.training.dataset import ArticleCollator, class_weights, encode_records, topic_pos_weight
+from sikap.training.distributed import ddp_backend, is_main, main_only, resolve_device, share_from_main, world_size
 from sikap.training.evaluate import score_arrays, score_predictions
 from sikap.training.metrics import tune_thresholds
 from sikap.training.precision_check import check_precisions
@@ -149,7 +150,7 @@ def make_trainer(
     from sikap.predict import resolve_precision
 
     t = cfg.train
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(t.device.value)
     strategy = "steps" if t.eval_steps else "epoch"
     label_names = (["topic_labels"] if meta.get("topics") else []) + (["stance_labels"] if meta.get("stance") else [])
     args = TrainingArguments(
@@ -166,6 +167,9 @@ def make_trainer(
         data_seed=t.seed,
         bf16=resolve_precision(t.precision.value, device) == "bf16",
         use_cpu=device == "cpu",
+        ddp_backend=ddp_backend(device),  # under torchrun/accelerate: gloo on CPU, NCCL on GPUs
+        ddp_find_unused_parameters=True if world_size() > 1 else None,  # a batch may train one head only
+        ddp_timeout=4 * 3600,  # the other ranks wait while rank 0 scores dev and saves the model
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=t.eval_steps,
@@ -239,7 +243,7 @@ def choose_blend(
     if fixed is not None:
         return {**out, "topics": float(fixed), "stance": float(fixed), "chosen_by": "config"}
     model.eval()
-    predictor = Predictor(model, builder, meta, precision=precision, convert=False)
+    predictor = Predictor(model, builder, meta, precision=precision, convert=False, device=_device_of(model))
     texts = [article_text(r.title, r.text) for r in dev]
     nt, ns, mask = [], [], []
     for s in range(0, len(texts), 32):
@@ -293,7 +297,8 @@ def tune_and_score(
     from sikap.training.dataset import label_arrays
 
     model.eval()
-    predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical)
+    device = _device_of(model)
+    predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical, device=device)
     preds = predict_records(predictor, dev)
     meta = fit_calibration(meta, dev, preds)  # recalibrates preds in place
     topics = meta.get("topics")
@@ -306,18 +311,29 @@ def tune_and_score(
             values = tune_thresholds(probs[labeled], y[labeled])
             thresholds = dict(zip(topics["names"], values, strict=True))
             meta = {**meta, "topics": {**topics, "thresholds": thresholds}}
-            predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical)
+            predictor = Predictor(model, builder, meta, precision=precision, convert=False, lexical=lexical,
+                                  device=device)
             for p in preds:
                 p.topics = predictor.decide_topics(p.topic_probs)
     return score_predictions(meta, dev, preds), meta
+
+
+def _device_of(model) -> str:
+    return str(next(model.parameters()).device)
 
 
 # ---------------------------------------------------------------- the recipe
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
-    """Fine-tune according to ``cfg`` and save a self-contained model directory in ``cfg.output_dir``."""
+    """Fine-tune according to ``cfg`` and save a self-contained model directory in ``cfg.output_dir``.
+
+    Launched by torchrun/accelerate, every rank trains (DDP); rank 0 alone does what follows
+    (lexical model, dev scoring, saving) and logs, and every rank returns rank 0's result.
+    """
     from transformers import AutoModel, set_seed
+
+    log = main_only(log)
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -341,7 +357,14 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     start = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
+    result = None
+    if is_main():
+        result = _finish(cfg, trainer, out, seconds, builder, tokenizer, meta, train_recs, dev_recs, data_info, log)
+    return share_from_main(result)  # the other ranks wait here until the model dir is written
 
+
+def _finish(cfg, trainer, out, seconds, builder, tokenizer, meta, train_recs, dev_recs, data_info, log) -> TrainResult:
+    """After training, on rank 0: lexical model and blend, dev scores and thresholds, the model directory."""
     precision = "bf16" if trainer.args.bf16 else "fp32"
     lexical = None
     if cfg.train.lexical:
@@ -387,6 +410,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
             "seconds": round(seconds, 1),
             "steps": out.global_step,
             "precision": precision,
+            "processes": world_size(),  # data-parallel ranks; the global batch is batch_size x processes x accumulation
             "best_checkpoint": trainer.state.best_model_checkpoint,
         },
     )
