@@ -150,6 +150,7 @@ def distill(
 ) -> None:
     """Train a smaller, faster student on TEACHER_DIR's soft predictions; the student is a model directory."""
     from sikap.config import ConfigError
+    from sikap.inference.readers import iter_articles
     from sikap.modeldir import ModelDirError
     from sikap.training.data import DataError
     from sikap.training.distill import distill as run_distill
@@ -165,6 +166,7 @@ def distill(
             temperature=temperature,
             hard_weight=hard_weight,
             overrides=set_,
+            read_articles=iter_articles,
             progress=progress,
             log=lambda m: console.print(escape(m)),
         )

@@ -168,12 +168,13 @@ def test_distill_with_labeled_records_mixes_them_in(workspace, tmp_path):
 
 def test_hard_labels_add_to_the_soft_loss(workspace, tmp_path):
     """With labels, loss = soft + hard_weight * the model's own masked loss."""
+    from sikap.inference.readers import iter_articles
     from sikap.training.dataset import encode_records
     from sikap.training.distill import read_unlabeled
     from sikap.training.trainer import make_trainer
 
     teacher = load_model_dir(workspace / "teacher")
-    records = read_unlabeled(workspace / "train.jsonl")[:4]
+    records = read_unlabeled(workspace / "train.jsonl", iter_articles)[:4]
     labeled = [json.loads(x) for x in (workspace / "train.jsonl").read_text().splitlines()[:4]]
     for r, raw in zip(records, labeled, strict=True):
         r.topics, r.stances = raw["topics"], raw["stances"]

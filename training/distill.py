@@ -115,13 +115,12 @@ def build_student(teacher: LoadedModel, keep: list[int]) -> SikapModel:
 # ---------------------------------------------------------------- data
 
 
-def read_unlabeled(path: Path, log=print) -> list[Record]:
-    """Articles under ``path`` (a folder or one file; classify's readers); unreadable ones are reported."""
-    from sikap.inference.readers import ScanStats, iter_articles
-
-    stats = ScanStats()
+def read_unlabeled(path: Path, read_articles, log=print) -> list[Record]:
+    """Articles under ``path`` (a folder or one file) as ``read_articles(path)`` yields them (the CLI passes
+    classify's folder walk, ``sikap.inference.readers.iter_articles``: training/ does not import inference/);
+    unreadable ones are reported."""
     out, errors = [], []
-    for art in iter_articles(Path(path), stats=stats):
+    for art in read_articles(Path(path)):
         if art.error is None:
             out.append(Record(id=art.id, title=art.title, text=art.text, where=art.id))
         else:
@@ -268,6 +267,7 @@ def distill(
     temperature: float = 2.0,
     hard_weight: float = 0.5,
     overrides: list[str] | None = None,
+    read_articles=None,
     progress: bool = True,
     log=print,
 ) -> DistillResult:
@@ -276,7 +276,8 @@ def distill(
     ``train``: labeled records added to the distillation data (hard-label loss too). ``dev``: labeled
     records to select the epoch and tune thresholds on [default: the teacher's dev data if unchanged,
     else a held-out tenth of the articles labeled by the teacher]. ``overrides``: dotted settings on
-    the teacher's training config (``train.epochs=3``), e.g. for the schedule.
+    the teacher's training config (``train.epochs=3``), e.g. for the schedule. ``read_articles(path)``
+    yields the unlabeled articles (objects with id, title, text, error), e.g. classify's ``iter_articles``.
     """
     from transformers import set_seed
 
@@ -291,7 +292,9 @@ def distill(
     log(f"student: {len(keep)} of the teacher's {n_teacher} encoder layers ({', '.join(map(str, keep))})")
 
     teacher_pred = teacher_predictor(teacher)
-    articles, labeled, dev_recs, dev_source = distill_data(teacher, teacher_pred, cfg, unlabeled, train, dev, log)
+    articles, labeled, dev_recs, dev_source = distill_data(
+        teacher, teacher_pred, cfg, unlabeled, train, dev, log, read_articles
+    )
     log(f"data: {len(articles)} unlabeled + {len(labeled)} labeled articles; dev: {len(dev_recs)} ({dev_source})")
     if labeled:
         set_loss_weights(student, labeled, teacher.meta, cfg)
@@ -359,9 +362,13 @@ def teacher_predictor(teacher: LoadedModel):
     )
 
 
-def distill_data(teacher, teacher_pred, cfg: Config, unlabeled: Path, train: Path | None, dev: Path | None, log):
+def distill_data(
+    teacher, teacher_pred, cfg: Config, unlabeled: Path, train: Path | None, dev: Path | None, log, read_articles
+):
     """Unlabeled articles, labeled records and dev records (never in the other two), and where dev came from."""
-    articles = read_unlabeled(unlabeled, log)
+    if read_articles is None:
+        raise ValueError("distill needs read_articles (e.g. sikap.inference.readers.iter_articles)")
+    articles = read_unlabeled(unlabeled, read_articles, log)
     labeled = load_records(train, cfg) if train is not None else []
     if dev is not None:
         dev_recs, source = load_records(dev, cfg), str(dev)
