@@ -154,12 +154,16 @@ def worker_sikap(args) -> dict:
         torch.set_num_threads(args.threads)
     overrides = json.loads(args.variant_json)
     loaded = load_model_dir(args.model_dir)
+    from sikap.precision import choose_precision
+
+    # as classify decides: bf16 where native, else int8 when the model's recorded dev check allows it
+    chosen = choose_precision(loaded.meta, overrides.get("precision", "auto"))
     predictor = Predictor(
         loaded.model,
         loaded.builder,
         loaded.meta,
         batch_size=overrides.get("batch_size", 16),
-        precision=overrides.get("precision", "auto"),
+        precision=chosen.precision,
         sort_by_length=overrides.get("sort", True),
         lexical=None if overrides.get("no_lexical") else loaded.lexical,
         evidence=not overrides.get("no_evidence"),  # classify's default: evidence on
@@ -226,9 +230,35 @@ def matmul_peak(precision: str, n: int = 1024, reps: int = 20) -> float:
 # ---------------------------------------------------------------- driver
 
 
+# --isa avx2: every worker (baseline included) restricted to AVX2 kernels, as on an AVX2-only CPU
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+WORKER_ENV: dict[str, str] = {}
+
+
+def cpu_line() -> str:
+    """The CPU model, its relevant flags, and the kernels torch uses in a worker (restriction included)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    probe = "import torch; from sikap.predict import cpu_supports_bf16 as b; "
+    probe += "print(torch.backends.cpu.get_cpu_capability(), b())"
+    env = {**os.environ, **WORKER_ENV}
+    cap = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.split()
+    kernels = f"torch kernels {cap[0]}, native bf16 {cap[1]}" if len(cap) == 2 else "torch kernels unknown"
+    restricted = f" (restricted: {', '.join(f'{k}={v}' for k, v in WORKER_ENV.items())})" if WORKER_ENV else ""
+    return f"CPU: {model}, {os.cpu_count()} logical CPUs, flags {' '.join(wanted)}; {kernels}{restricted}"
+
+
 def run_worker(kind: str, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true", **WORKER_ENV}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{res.stderr[-3000:]}")
@@ -249,11 +279,18 @@ def main() -> None:
     ap.add_argument("--mixed", action="store_true", help="every other article short (a demo article)")
     ap.add_argument("--scale", type=int, default=0, help="also run the default on N*SCALE files (memory growth)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument(
+        "--isa", choices=["native", "avx2"], default="native", help="avx2: restrict every worker to AVX2 kernels"
+    )
+    ap.add_argument(
+        "--student", type=Path, default=None, help="a distilled model dir: variants student, student-int8 use it"
+    )
     # worker-only arguments
     ap.add_argument("--worker", choices=["baseline", "sikap"])
     ap.add_argument("--folder"), ap.add_argument("--export"), ap.add_argument("--out")
     ap.add_argument("--variant-json", default="{}"), ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    WORKER_ENV.update(ISA_ENV.get(args.isa, {}))
     if args.worker:
         print(json.dumps(worker_baseline(args) if args.worker == "baseline" else worker_sikap(args)))
         return
@@ -269,6 +306,8 @@ VARIANTS = {
     "batch32": {"batch_size": 32},
     "threads1": {},
     "noevidence": {"no_evidence": True},  # what the evidence passages cost (classify --no-evidence)
+    "student": {},  # --student DIR as the model dir, classify's defaults
+    "student-int8": {"precision": "int8"},
 }
 
 
@@ -282,6 +321,9 @@ def drive(args) -> None:
     if not export.exists():
         export_sequence_classifier(args.model_dir, export)
     names = [v for v in args.variants.split(",") if v]
+    if any(v.startswith("student") for v in names) and args.student is None:
+        raise SystemExit("the student variants need --student DIR (a model dir from `sikap distill`)")
+    print(cpu_line(), file=sys.stderr)
     results: dict[str, list[dict]] = {"baseline": [], **{v: [] for v in names}}
     for r in range(args.runs):  # interleaved, so machine noise hits every variant alike
         results["baseline"].append(run_worker("baseline", ["--folder", str(folder), "--export", str(export)]))
@@ -290,7 +332,7 @@ def drive(args) -> None:
                 "--folder",
                 str(folder),
                 "--model-dir",
-                str(args.model_dir),
+                str(args.student if v.startswith("student") else args.model_dir),
                 "--out",
                 str(work / f"{v}.jsonl"),
                 "--variant-json",
@@ -328,6 +370,7 @@ def report(results: dict[str, list[dict]], args) -> None:
         rows.append((name, runs[0]["articles"], f"{aps:.2f}", f"{tps:.0f}", f"{rss:.0f}", f"{aps / base:.2f}x", flops))
     header = ("variant", "articles", "articles/s", "tokens/s", "peak RSS MB", "ratio", "encoder FLOP/s vs matmul peak")
     print(f"\nmedians over {args.runs} runs, model {args.model_dir} ({WARMUP} warm-up articles not timed)")
+    print(cpu_line() + (f"; student {args.student}" if args.student else ""))
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

@@ -21,9 +21,15 @@ from sikap.model import SikapModel
 
 
 def cpu_supports_bf16() -> bool:
-    """True where bf16 matmuls are native on this CPU (AVX512-BF16 or AMX)."""
+    """True where bf16 matmuls are native on this CPU (AVX512-BF16 or AMX) and torch may use them.
+
+    A process restricted to AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``, as on an AVX2-only CPU) counts
+    as without bf16, even on a CPU that has it: its bf16 would run on emulated kernels.
+    """
     cpu = getattr(torch, "cpu", None)
     try:
+        if not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512"):
+            return False
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     except AttributeError:
         return False

@@ -124,3 +124,16 @@ def test_evaluate_auto_decides_like_classify(model_dir, tmp_path, monkeypatch):
         res = runner.invoke(app, ["evaluate", str(model), str(data), "-o", str(tmp_path / "eval")])
         assert res.exit_code == 0, res.output
         assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == expected
+
+
+def test_a_process_restricted_to_avx2_kernels_has_no_native_bf16(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 (how a bf16 CPU measures the AVX2-only case) turns bf16 detection off."""
+    import torch
+
+    from sikap import predict
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert predict.cpu_supports_bf16()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not predict.cpu_supports_bf16()
