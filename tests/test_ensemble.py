@@ -201,3 +201,24 @@ def test_mismatched_or_too_few_members_are_refused(root, tmp_path):
     assert res.exit_code == 1 and "given twice" in res.output
     res = invoke("ensemble", root / "ens", root / "m7", "-o", tmp_path / "bad")
     assert res.exit_code == 1 and "already an ensemble" in res.output
+
+
+def test_the_ray_engine_gives_the_local_records(root, tmp_path):
+    ray = pytest.importorskip("ray")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, r in enumerate(synthetic_records(6, seed=12)):
+        (folder / f"a{i}.txt").write_text(f"{r['title']}\n\n{r['text']}", encoding="utf-8")
+    common = ("--no-progress", "--precision", "fp32")
+    ok("classify", root / "ens", folder, "-o", tmp_path / "local.jsonl", *common)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="warning")
+    try:
+        ok("classify", root / "ens", folder, "-o", tmp_path / "ray.jsonl", *common, "--engine", "ray", "--workers", "1")
+    finally:
+        ray.shutdown()
+    local, distributed = ((tmp_path / f).read_text().splitlines() for f in ("local.jsonl", "ray.jsonl"))
+    assert len(local) == 6
+    for a, b in zip(map(json.loads, local), map(json.loads, distributed), strict=True):
+        assert a["id"] == b["id"] and a["topics"] == b["topics"]
+        assert {k: s["label"] for k, s in a["stances"].items()} == {k: s["label"] for k, s in b["stances"].items()}
+        assert all(abs(a["topic_probs"][n] - b["topic_probs"][n]) < 1e-5 for n in a["topic_probs"])
