@@ -222,3 +222,17 @@ def test_the_ray_engine_gives_the_local_records(root, tmp_path):
         assert a["id"] == b["id"] and a["topics"] == b["topics"]
         assert {k: s["label"] for k, s in a["stances"].items()} == {k: s["label"] for k, s in b["stances"].items()}
         assert all(abs(a["topic_probs"][n] - b["topic_probs"][n]) < 1e-5 for n in a["topic_probs"])
+
+
+def test_a_missing_member_file_is_named_before_loading(root, tmp_path):
+    import shutil
+
+    from sikap.modelmeta import ModelDirError, check_model_dir
+
+    broken = tmp_path / "ens"
+    shutil.copytree(root / "ens", broken)
+    (broken / "members" / "1" / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="missing members/1/model.safetensors"):
+        check_model_dir(broken)
+    res = invoke("classify", broken, root / "test.jsonl", "-o", tmp_path / "p.jsonl", "--no-progress")
+    assert res.exit_code != 0 and "members/1/model.safetensors" in res.output
