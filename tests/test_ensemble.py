@@ -236,3 +236,26 @@ def test_a_missing_member_file_is_named_before_loading(root, tmp_path):
         check_model_dir(broken)
     res = invoke("classify", broken, root / "test.jsonl", "-o", tmp_path / "p.jsonl", "--no-progress")
     assert res.exit_code != 0 and "members/1/model.safetensors" in res.output
+
+
+def test_members_with_a_seeded_dev_split_pack_without_ensemble_dev_scores(root, tmp_path):
+    """No dev file: each member's dev was a split of train seeded by its own seed, so no dev is clean."""
+    cfg = yaml.safe_load((root / "cfg.yaml").read_text())
+    del cfg["data"]["dev"]
+    cfg["train"]["max_steps"] = 2
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    for seed in (1, 2):
+        ok(
+            "train",
+            tmp_path / "cfg.yaml",
+            "--set",
+            f"train.seed={seed}",
+            "--set",
+            f"output_dir={tmp_path}/s{seed}",
+            "--no-progress",
+        )
+    res = ok("ensemble", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "ens")
+    assert "seeded split" in " ".join(res.output.split())
+    meta = json.loads((tmp_path / "ens" / "sikap.json").read_text())
+    assert "dev_metrics" not in meta and "precision_check" not in meta
+    assert load_model_dir(tmp_path / "ens").model.n_actors == 2

@@ -173,20 +173,29 @@ def dev_scores(out: Path, meta: dict, log=print) -> dict:
     from sikap.config import config_from_dict
     from sikap.modeldir import load_model_dir
     from sikap.predict import Predictor, resolve_precision
-    from sikap.training.distill import teacher_dev
+    from sikap.training.data import DataError
     from sikap.training.evaluate import score_predictions
     from sikap.training.precision_check import check_precisions, describe
-    from sikap.training.trainer import predict_records
+    from sikap.training.trainer import load_splits, predict_records
 
-    if "split_of" in ((meta.get("data") or {}).get("dev") or {}):
+    data = meta.get("data") or {}
+    if "config" not in meta:
+        return {}
+    if "split_of" in (data.get("dev") or {}):
         log("note: no dev scores for the ensemble: the members' dev records were a seeded split of the train file")
         return {}
     cfg = config_from_dict(meta["config"], source=f"{out / META_FILE} config")
-    dev = teacher_dev(cfg, meta, log)
-    if not dev:
+    try:
+        train, dev, info = load_splits(cfg)
+    except (OSError, DataError) as e:
+        log(f"note: no dev scores for the ensemble: its data cannot be read ({str(e).splitlines()[0][:200]})")
+        return {}
+    changed = [n for n in ("train", "dev") if (data.get(n) or {}).get("sha256") != info[n].get("sha256")]
+    if changed or not dev:
+        log(f"note: no dev scores for the ensemble: the {' and '.join(changed) or 'dev'} data changed since training")
         return {}
     loaded = load_model_dir(out)
-    lexical = loaded.lexical and train_only_lexical(cfg, loaded.meta, loaded.lexical)
+    lexical = loaded.lexical and train_only_lexical(train, cfg.train.seed, loaded.meta, loaded.lexical)
     pred = Predictor(loaded.model, loaded.builder, loaded.meta, precision=resolve_precision("auto"), lexical=lexical)
     dev_metrics = score_predictions(loaded.meta, dev, predict_records(pred, dev))
     known = {pred.precision: dev_metrics}
@@ -195,14 +204,13 @@ def dev_scores(out: Path, meta: dict, log=print) -> dict:
     return {"dev_metrics": dev_metrics, "precision_check": check}
 
 
-def train_only_lexical(cfg, meta: dict, saved):
+def train_only_lexical(train: list, seed: int, meta: dict, saved):
     """The lexical model as the members had it when scoring dev: fit on the train records only (the saved
     one was refit on train + dev, which would inflate the dev scores), with the saved temperatures."""
     from sikap.lexical import set_temperature
     from sikap.training.lexical import fit_lexical
-    from sikap.training.trainer import load_splits
 
-    model = fit_lexical(load_splits(cfg)[0], meta, seed=cfg.train.seed)
+    model = fit_lexical(train, meta, seed=seed)
     if model is None:
         return saved
     for head in ("topics", "stance"):
