@@ -176,13 +176,29 @@ def test_added_actor_and_int8_and_bf16_reach_every_member(root, tmp_path):
                 assert next(member.encoder.parameters()).dtype == torch.bfloat16
 
 
-def test_a_distilled_student_starts_from_the_first_member(root):
+def test_a_distilled_student_starts_from_the_first_member(root, tmp_path):
     from sikap.training.distill import build_student
 
     ens = load_model_dir(root / "ens")
     student = build_student(ens, [1])
     assert torch.equal(student.topic_head.weight, ens.model.members[0].topic_head.weight)
     assert student.encoder.config.num_hidden_layers == 1
+    # through the CLI: the student is an ordinary single model dir
+    out = tmp_path / "student"
+    ok(
+        "distill",
+        root / "ens",
+        "--unlabeled",
+        root / "test.jsonl",
+        "-o",
+        out,
+        "--set",
+        "train.max_steps=2",
+        "--no-progress",
+    )
+    meta = json.loads((out / "sikap.json").read_text())
+    assert "ensemble" not in meta and meta["distillation"]["teacher"] == str(root / "ens")
+    assert not isinstance(load_model_dir(out).model, EnsembleModel)
 
 
 def test_mismatched_or_too_few_members_are_refused(root, tmp_path):
