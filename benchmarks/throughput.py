@@ -14,6 +14,9 @@ then times, each in its own process (so peak RSS is per variant), interleaved ov
 
 Prints medians of articles/s, tokens/s and peak RSS, the ratio to the baseline, and the
 encoder's achieved FLOP/s against a matmul peak measured in the same process and dtype.
+
+``--model-dir`` may be a seed ensemble (``sikap ensemble``): sikap then runs every member (tokens and
+FLOPs counted over all of them) while the baseline exports the first member only.
 """
 
 from __future__ import annotations
@@ -195,8 +198,14 @@ def worker_sikap(args) -> dict:
 
 
 def _count_encoder_work(predictor, acc: dict) -> None:
-    """Wrap the encoder to count real (unpadded) tokens and forward FLOPs of every batch."""
-    enc = predictor.model.encoder
+    """Wrap the encoder (each member's, for a seed ensemble) to count real tokens and forward FLOPs."""
+    from sikap.ensemble import member_models
+
+    for member in member_models(predictor.model):
+        _count_one_encoder(member.encoder, acc)
+
+
+def _count_one_encoder(enc, acc: dict) -> None:
     cfg = enc.config
     d, layers, ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     original = enc.forward

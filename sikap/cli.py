@@ -185,6 +185,33 @@ def distill(
 
 
 @app.command()
+def ensemble(
+    members: Annotated[
+        list[Path],
+        typer.Argument(
+            exists=True, file_okay=False, help="2 to 5 model dirs trained with the same config but different seeds."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Ensemble model directory.")],
+) -> None:
+    """Pack seed-varied model dirs into one model dir that averages their logits (3 members: 3x the cost)."""
+    from sikap.modeldir import ModelDirError
+    from sikap.training.data import DataError
+    from sikap.training.ensemble import pack_ensemble
+
+    try:
+        meta = pack_ensemble(members, output, log=lambda m: console.print(escape(m)))
+    except (ModelDirError, DataError, OSError) as e:
+        fail(str(e))
+    for i, m in enumerate(meta["ensemble"]["members"]):
+        scores = ", ".join(f"{h} {v:.3f}" for h, v in m["dev_metrics"].items() if v is not None)
+        console.print(escape(f"member {i}: {m['source']} (seed {m['seed']}): dev macro-F1 {scores or 'n/a'}"))
+    if meta.get("dev_metrics"):
+        console.print(metrics_table(meta["dev_metrics"], title="ensemble dev scores"))
+    console.print(f"ensemble of {len(members)} saved to [bold]{escape(str(output))}[/bold]")
+
+
+@app.command()
 def evaluate(
     model_dir: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="A model directory from `sikap train`.")

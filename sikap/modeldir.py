@@ -234,29 +234,45 @@ def load_model_dir(model_dir: Path | str, *, allow_pickle: bool = False) -> Load
             f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}; "
             "the tokenizer files belong to another model"
         )
-    model = build_model(encoder, meta)
+    model = _with_weights(build_model(encoder, meta), _read_weights(model_dir, allow_pickle), model_dir)
+    model.float().eval()
+    if meta.get("ensemble"):  # a seed ensemble (sikap ensemble): the other members beside the first
+        from sikap.ensemble import load_members
+
+        def member(path: Path) -> SikapModel:
+            enc = AutoModel.from_config(config, trust_remote_code=False)
+            return _with_weights(build_model(enc, meta), _read_safetensors(path), path)
+
+        model = load_members(model_dir, model, meta, member)
+    lexical = load_lexical(model_dir) if meta.get("lexical") else None
+    return LoadedModel(model, tokenizer, meta, feature_builder(tokenizer, meta), model_dir, lexical)
+
+
+def _with_weights(model: SikapModel, state: dict[str, torch.Tensor], source: Path) -> SikapModel:
     try:
-        model.load_state_dict(_read_weights(model_dir, allow_pickle), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # missing/unexpected keys or shape mismatch: weights and sikap.json disagree
         first = str(e).strip().splitlines()
         raise ModelDirError(
-            f"{model_dir}: the weights do not match sikap.json ({' '.join(x.strip() for x in first[:3])[:300]}); "
+            f"{source}: the weights do not match sikap.json ({' '.join(x.strip() for x in first[:3])[:300]}); "
             "the files come from different models"
         ) from None
-    model.float().eval()
-    lexical = load_lexical(model_dir) if meta.get("lexical") else None
-    return LoadedModel(model, tokenizer, meta, feature_builder(tokenizer, meta), model_dir, lexical)
+    return model
+
+
+def _read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
+    try:
+        return {k: v.float() for k, v in load_file(str(weights)).items()}
+    except Exception as e:  # SafetensorError (header, truncation) is not an OSError subclass
+        raise ModelDirError(
+            f"{weights}: damaged or not a safetensors file ({type(e).__name__}: {e}); copy it again or retrain"
+        ) from None
 
 
 def _read_weights(model_dir: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     weights = model_dir / WEIGHTS_FILE
     if weights.is_file():
-        try:
-            return {k: v.float() for k, v in load_file(str(weights)).items()}
-        except Exception as e:  # SafetensorError (header, truncation) is not an OSError subclass
-            raise ModelDirError(
-                f"{weights}: damaged or not a safetensors file ({type(e).__name__}: {e}); copy it again or retrain"
-            ) from None
+        return _read_safetensors(weights)
     pickles = [p for p in PICKLE_FILES if (model_dir / p).is_file()]
     if not pickles:
         raise ModelDirError(f"{model_dir}: no {WEIGHTS_FILE}; the model directory is incomplete")

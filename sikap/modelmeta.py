@@ -117,6 +117,18 @@ class PrecisionCheckMeta(_Meta):
     dev_records: int = Field(..., ge=1)
 
 
+class EnsembleMemberMeta(_Meta):
+    weights: str = Field(..., min_length=1, description="The member's weights file, relative to the model dir.")
+    source: str = Field("", description="The model dir it was packed from.")
+    seed: int | None = None
+
+
+class EnsembleMeta(_Meta):
+    """A seed ensemble (``sikap ensemble``): members whose logits are averaged (sikap.ensemble)."""
+
+    members: list[EnsembleMemberMeta] = Field(..., min_length=2, max_length=5)
+
+
 class SikapMeta(_Meta):
     """``sikap.json``: what a model predicts and how it reads an article."""
 
@@ -126,6 +138,7 @@ class SikapMeta(_Meta):
     stance: StanceMeta | None
     chunking: ChunkingMeta
     precision_check: PrecisionCheckMeta | None = Field(None, description="Absent in dirs written before it.")
+    ensemble: EnsembleMeta | None = Field(None, description="Only in seed ensembles (sikap ensemble).")
 
     @field_validator("format_version")
     @classmethod
@@ -220,10 +233,12 @@ def check_model_dir(model_dir: Path | str, *, allow_pickle: bool = False) -> dic
     missing = [f for f in (BACKBONE_CONFIG, *TOKENIZER_FILES) if not (model_dir / f).is_file()]
     if not (model_dir / WEIGHTS_FILE).is_file() and not any((model_dir / p).is_file() for p in PICKLE_FILES):
         missing.append(WEIGHTS_FILE)
+    members = (meta.get("ensemble") or {}).get("members") or []
+    missing += [m["weights"] for m in members[1:] if not (model_dir / m["weights"]).is_file()]
     if missing:
         raise ModelDirError(
             f"{model_dir}: incomplete model directory, missing {', '.join(missing)}; copy the whole "
-            "directory that `sikap train` wrote"
+            "directory that `sikap train` (or `sikap ensemble`) wrote"
         )
     backbone = _read_json(model_dir / BACKBONE_CONFIG)
     if not isinstance(backbone, dict) or "model_type" not in backbone:

@@ -352,8 +352,12 @@ def quantize_int8(model: SikapModel) -> SikapModel:
     activations quantized on the fly); the small heads stay fp32."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    from sikap.ensemble import member_models
+
     model = model.float().eval()
-    quantize_dynamic(model.encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    for member in member_models(model):  # every member of a seed ensemble
+        qconfig = {torch.nn.Linear: per_channel_dynamic_qconfig}
+        quantize_dynamic(member.encoder, qconfig, dtype=torch.qint8, inplace=True)
     return model
 
 

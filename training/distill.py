@@ -105,7 +105,10 @@ def student_encoder(teacher_encoder, keep: list[int]):
 def build_student(teacher: LoadedModel, keep: list[int]) -> SikapModel:
     """The student: fewer encoder layers taken from the teacher, the teacher's heads."""
     model = build_model(student_encoder(teacher.model.encoder, keep), teacher.meta)
-    heads = {k: v.clone() for k, v in teacher.model.state_dict().items() if not k.startswith("encoder.")}
+    from sikap.ensemble import member_models
+
+    first = member_models(teacher.model)[0]  # a seed ensemble's student starts from its first member
+    heads = {k: v.clone() for k, v in first.state_dict().items() if not k.startswith("encoder.")}
     missing = model.load_state_dict(heads, strict=False).unexpected_keys
     if missing:
         raise ValueError(f"teacher heads do not fit the student: {missing[:3]}")
@@ -298,7 +301,7 @@ def distill(
     log(f"data: {len(articles)} unlabeled + {len(labeled)} labeled articles; dev: {len(dev_recs)} ({dev_source})")
     if labeled:
         set_loss_weights(student, labeled, teacher.meta, cfg)
-    meta = {k: v for k, v in teacher.meta.items() if k not in ("precision_check", "training", "versions")}
+    meta = {k: v for k, v in teacher.meta.items() if k not in ("precision_check", "training", "versions", "ensemble")}
     train_ex = with_teacher_logits(encode_records(labeled + articles, teacher.builder, meta), teacher_pred)
     dev_ex = with_teacher_logits(encode_records(dev_recs, teacher.builder, meta), teacher_pred)
     trainer = distill_trainer(cfg, student, teacher, train_ex, dev_ex, temperature, hard_weight, progress, log)
