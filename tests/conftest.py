@@ -141,3 +141,18 @@ def tiny_config_dict(backbone: Path, train: Path, dev: Path | None, out: Path, *
         },
         "output_dir": str(out),
     }
+
+
+def train_small_model(backbone: Path, root: Path) -> Path:
+    """Train the suite's small classify model (30 synthetic records, 2 steps) under ``root``; its model dir."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from sikap.cli import app
+
+    write_jsonl(root / "train.jsonl", synthetic_records(30, seed=4))
+    cfg = tiny_config_dict(backbone, root / "train.jsonl", None, root / "run", max_steps=2)
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = CliRunner().invoke(app, ["train", str(root / "cfg.yaml"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return root / "run"

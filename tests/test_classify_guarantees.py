@@ -13,8 +13,7 @@ import subprocess
 import sys
 
 import pytest
-import yaml
-from conftest import synthetic_records, tiny_config_dict, write_jsonl
+from conftest import synthetic_records, train_small_model, write_jsonl
 from typer.testing import CliRunner
 
 from sikap.cli import app
@@ -26,13 +25,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def model(tiny_backbone, tmp_path_factory):
-    root = tmp_path_factory.mktemp("guarantees")
-    write_jsonl(root / "train.jsonl", synthetic_records(30, seed=4))
-    cfg = tiny_config_dict(tiny_backbone, root / "train.jsonl", None, root / "run", max_steps=2)
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    res = runner.invoke(app, ["train", str(root / "cfg.yaml"), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return root / "run"
+    return train_small_model(tiny_backbone, tmp_path_factory.mktemp("guarantees"))
 
 
 def articles(folder, n=6, seed=31):
