@@ -142,6 +142,14 @@ def distill(
     ] = None,
     temperature: Annotated[float, typer.Option(min=0.1, help="Softening temperature of the teacher's logits.")] = 2.0,
     hard_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the hard-label loss on --train.")] = 0.5,
+    augment: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Add this many synthetic articles, each two training articles stitched together, labeled by "
+            "the teacher (more to learn from when unlabeled articles are few).",
+        ),
+    ] = 0,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Dotted override of the teacher's training config, e.g. train.epochs=3."),
@@ -165,6 +173,7 @@ def distill(
             dev=dev,
             temperature=temperature,
             hard_weight=hard_weight,
+            augment=augment,
             overrides=set_,
             read_articles=iter_articles,
             progress=progress,

@@ -191,6 +191,12 @@ def save_model_dir(
     tokenizer.save_pretrained(out_dir)
     # compact tokenizer.json: a 250k-piece vocabulary pretty-printed is ~17 MB, compact ~9 MB
     tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"), pretty=False)
+    from sikap.quantize import INT8_CALIBRATION, save_calibration
+
+    if save_calibration(model, out_dir):  # per-channel activation maxima for smoothed int8 (sikap.quantize)
+        meta = {**meta, "int8_calibration": meta.get("int8_calibration") or {"file": INT8_CALIBRATION}}
+    else:
+        meta = {k: v for k, v in meta.items() if k != "int8_calibration"}
     meta = {**meta, "weights_dtype": dtype, "versions": library_versions(), "lexical": lexical is not None}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -245,6 +251,16 @@ def load_model_dir(model_dir: Path | str, *, allow_pickle: bool = False) -> Load
 
         model = load_members(model_dir, model, meta, member)
     lexical = load_lexical(model_dir) if meta.get("lexical") else None
+    if meta.get("int8_calibration"):
+        from sikap.quantize import INT8_CALIBRATION, load_calibration
+
+        path = model_dir / INT8_CALIBRATION
+        if not path.is_file():
+            raise ModelDirError(f"{path}: missing (sikap.json says the model dir has int8 calibration)")
+        try:
+            load_calibration(model, path)
+        except ValueError as e:
+            raise ModelDirError(str(e)) from None
     return LoadedModel(model, tokenizer, meta, feature_builder(tokenizer, meta), model_dir, lexical)
 
 

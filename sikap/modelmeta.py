@@ -129,6 +129,14 @@ class EnsembleMeta(_Meta):
     members: list[EnsembleMemberMeta] = Field(..., min_length=2, max_length=5)
 
 
+class Int8CalibrationMeta(_Meta):
+    """Per-channel activation maxima for smoothed int8 (sikap.quantize), measured at training time."""
+
+    file: str = Field(..., min_length=1, description="The safetensors file, relative to the model dir.")
+    articles: int | None = Field(None, ge=0, description="Training articles the maxima were taken over.")
+    alpha: float | None = Field(None, gt=0, le=1, description="SmoothQuant migration strength.")
+
+
 class SikapMeta(_Meta):
     """``sikap.json``: what a model predicts and how it reads an article."""
 
@@ -139,6 +147,7 @@ class SikapMeta(_Meta):
     chunking: ChunkingMeta
     precision_check: PrecisionCheckMeta | None = Field(None, description="Absent in dirs written before it.")
     ensemble: EnsembleMeta | None = Field(None, description="Only in seed ensembles (sikap ensemble).")
+    int8_calibration: Int8CalibrationMeta | None = Field(None, description="Absent in dirs written before it.")
 
     @field_validator("format_version")
     @classmethod

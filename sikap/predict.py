@@ -18,6 +18,7 @@ from sikap.aggregate import aggregate
 from sikap.config import NOT_MENTIONED
 from sikap.features import FeatureBuilder, index_features, pad_windows, position_mask
 from sikap.model import SikapModel
+from sikap.quantize import int8_targets, quantize_int8  # noqa: F401  (re-exported)
 
 
 def cpu_supports_bf16() -> bool:
@@ -345,20 +346,6 @@ class Predictor:
             return [self.topic_names[int(np.argmax(probs))]]
         th = self.thresholds if self.thresholds is not None else 0.5
         return [n for n, p, t in zip(self.topic_names, probs, np.broadcast_to(th, probs.shape), strict=True) if p >= t]
-
-
-def quantize_int8(model: SikapModel) -> SikapModel:
-    """Dynamic int8 quantization of the encoder's Linear layers (weights int8 per output channel,
-    activations quantized on the fly); the small heads stay fp32."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    from sikap.ensemble import member_models
-
-    model = model.float().eval()
-    for member in member_models(model):  # every member of a seed ensemble
-        qconfig = {torch.nn.Linear: per_channel_dynamic_qconfig}
-        quantize_dynamic(member.encoder, qconfig, dtype=torch.qint8, inplace=True)
-    return model
 
 
 def _keep_tokens(out: list, items: list[int], shares: torch.Tensor | None, mask: torch.Tensor) -> None:

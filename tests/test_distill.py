@@ -272,3 +272,31 @@ def test_shared_mode_student_scores_added_actors(tiny_backbone, workspace, tmp_p
     invoke("classify", student, folder, "-o", out, "--actor", "Ukraina=Ukraina", "--no-progress")
     rec = json.loads(out.read_text().splitlines()[0])
     assert rec["stances"]["Ukraina"]["label"] in {"favor", "against", "neutral"}
+
+
+def test_stitched_pairs_join_two_distinct_articles_reproducibly():
+    from sikap.training.data import Record
+    from sikap.training.distill import stitched_pairs
+
+    pool = [Record(id=f"a{i}", title=f"T{i}", text=f"body {i}", where=f"line {i}") for i in range(5)]
+    pairs = stitched_pairs(pool, 8, seed=3)
+    assert len(pairs) == 8 and pairs == stitched_pairs(pool, 8, seed=3)
+    for p in pairs:
+        left, right = p.id.split(":", 1)[1].split("+")
+        assert left != right
+        i, j = int(left[1:]), int(right[1:])
+        assert p.text.index(f"body {i}") < p.text.index(f"body {j}")  # both whole, in order
+        assert p.topics is None and not p.stances  # labeled by the teacher only
+    assert stitched_pairs(pool[:1], 5, seed=0) == [] and stitched_pairs(pool, 0, seed=0) == []
+
+
+def test_distill_augment_adds_stitched_pairs(workspace, tmp_path):
+    out = tmp_path / "student"
+    res = invoke(
+        "distill", workspace / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
+        "--augment", 12, "--set", "train.epochs=1", "--no-progress",
+    )  # fmt: skip
+    assert "+ 12 stitched pairs" in res.output
+    meta = json.loads((out / "sikap.json").read_text())
+    assert meta["distillation"]["stitched_pairs"] == 12
+    assert meta["int8_calibration"]["articles"] > 0

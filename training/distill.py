@@ -36,6 +36,7 @@ from transformers import Trainer
 from sikap.config import Config, config_from_dict, config_to_dict
 from sikap.model import GENERIC_LOSS_WEIGHT, SikapModel
 from sikap.modeldir import LoadedModel, build_model, load_model_dir, save_model_dir
+from sikap.quantize import attach_calibration
 from sikap.text import article_text
 from sikap.training.data import DataError, Record, fingerprint, load_records
 from sikap.training.dataset import ArticleCollator, Example, encode_records
@@ -160,6 +161,24 @@ def teacher_dev(cfg: Config, meta: dict, log=print) -> list[Record]:
     return dev
 
 
+def stitched_pairs(pool: Sequence[Record], n: int, seed: int) -> list[Record]:
+    """``n`` synthetic articles, each two distinct articles of ``pool`` one after the other (seeded).
+
+    More teacher-labeled text for the student at no labeling cost, and articles covering two topics
+    and more actors, which a few hundred single-story articles rarely show; unlabeled (the teacher's
+    logits are their targets)."""
+    if n <= 0 or len(pool) < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        i, j = (int(x) for x in rng.choice(len(pool), size=2, replace=False))
+        a, b = pool[i], pool[j]
+        text = f"{article_text(a.title, a.text)}\n\n{article_text(b.title, b.text)}"
+        out.append(Record(id=f"stitched-{k}:{a.id}+{b.id}", title="", text=text, where=f"stitched pair {k}"))
+    return out
+
+
 def pseudo_labels(teacher_predictor, records: Sequence[Record]) -> list[Record]:
     """``records`` labeled with the teacher's decisions (a dev set measuring agreement with the teacher)."""
     from sikap.config import NOT_MENTIONED
@@ -269,6 +288,7 @@ def distill(
     dev: Path | None = None,
     temperature: float = 2.0,
     hard_weight: float = 0.5,
+    augment: int = 0,
     overrides: list[str] | None = None,
     read_articles=None,
     progress: bool = True,
@@ -279,7 +299,8 @@ def distill(
     ``train``: labeled records added to the distillation data (hard-label loss too). ``dev``: labeled
     records to select the epoch and tune thresholds on [default: the teacher's dev data if unchanged,
     else a held-out tenth of the articles labeled by the teacher]. ``overrides``: dotted settings on
-    the teacher's training config (``train.epochs=3``), e.g. for the schedule. ``read_articles(path)``
+    the teacher's training config (``train.epochs=3``), e.g. for the schedule. ``augment``: that many
+    stitched pairs of the training articles added as unlabeled (:func:`stitched_pairs`). ``read_articles(path)``
     yields the unlabeled articles (objects with id, title, text, error), e.g. classify's ``iter_articles``.
     """
     from transformers import set_seed
@@ -298,7 +319,13 @@ def distill(
     articles, labeled, dev_recs, dev_source = distill_data(
         teacher, teacher_pred, cfg, unlabeled, train, dev, log, read_articles
     )
-    log(f"data: {len(articles)} unlabeled + {len(labeled)} labeled articles; dev: {len(dev_recs)} ({dev_source})")
+    pairs = stitched_pairs(labeled + articles, augment, cfg.train.seed)
+    log(
+        f"data: {len(articles)} unlabeled + {len(labeled)} labeled articles"
+        + (f" + {len(pairs)} stitched pairs" if pairs else "")
+        + f"; dev: {len(dev_recs)} ({dev_source})"
+    )
+    articles = articles + pairs
     if labeled:
         set_loss_weights(student, labeled, teacher.meta, cfg)
     meta = {k: v for k, v in teacher.meta.items() if k not in ("precision_check", "training", "versions", "ensemble")}
@@ -310,7 +337,8 @@ def distill(
     seconds = time.perf_counter() - start
 
     lexical_saw_dev = teacher.lexical is not None and dev_source == TEACHER_DEV
-    result = finish(trainer, teacher, teacher_pred, meta, dev_recs, lexical_saw_dev, log)
+    texts = [article_text(r.title, r.text) for r in labeled + articles]
+    result = finish(trainer, teacher, teacher_pred, meta, dev_recs, lexical_saw_dev, log, texts)
     meta = result.pop("meta")
     meta.update(
         config=config_to_dict(cfg),
@@ -326,6 +354,7 @@ def distill(
             "student_layers": keep,
             "temperature": temperature,
             "hard_weight": hard_weight,
+            "stitched_pairs": len(pairs),
             "agreement": result["agreement"],
             "dev_seen_by_lexical": lexical_saw_dev,
         },
@@ -404,7 +433,9 @@ def distill_trainer(cfg, student, teacher, train_ex, dev_ex, temperature, hard_w
     return make_trainer(cfg, student, meta, train_ex, dev_ex, pad, progress, log, trainer_cls=cls, collator=collator)
 
 
-def finish(trainer, teacher, teacher_pred, meta: dict, dev_recs, lexical_saw_dev: bool, log) -> dict:
+def finish(
+    trainer, teacher, teacher_pred, meta: dict, dev_recs, lexical_saw_dev: bool, log, calibration_texts=()
+) -> dict:
     """Dev scores and thresholds for the student, its precision check, and its agreement with the teacher."""
     from sikap.predict import Predictor
     from sikap.training.evaluate import score_predictions
@@ -412,6 +443,13 @@ def finish(trainer, teacher, teacher_pred, meta: dict, dev_recs, lexical_saw_dev
     from sikap.training.trainer import predict_records
 
     precision = _precision(trainer)
+    blend = meta.get("blend") or {}
+    if lexical_saw_dev and blend.get("topics", 1.0) >= 1.0 and meta.get("topics", {}).get("multi_label"):
+        # the lexical model does not touch topics (encoder share 1), so topic thresholds tuned on the
+        # dev records are not biased by its memory of them: tune them for the student
+        _, tuned = tune_and_score(trainer.model, teacher.builder, meta, dev_recs, precision, teacher.lexical)
+        meta["topics"] = tuned["topics"]  # its temperature and thresholds; stance keeps the teacher's
+        log("topic temperature and thresholds tuned for the student on dev (the lexical model has no share in topics)")
     if lexical_saw_dev:  # thresholds tuned on these records would fit the lexical model's memory of them
         log(
             "note: the teacher's lexical model was refit on its dev records, so the student keeps the teacher's "
@@ -426,6 +464,7 @@ def finish(trainer, teacher, teacher_pred, meta: dict, dev_recs, lexical_saw_dev
     else:
         dev_metrics, meta = tune_and_score(trainer.model, teacher.builder, meta, dev_recs, precision, teacher.lexical)
     meta["dev_metrics"] = dev_metrics
+    meta["int8_calibration"] = attach_calibration(trainer.model, calibration_texts, teacher.builder, meta)
     meta["precision_check"] = check_precisions(
         trainer.model,
         teacher.builder,

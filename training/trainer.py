@@ -27,6 +27,7 @@ from sikap.modeldir import (
     resolve_backbone_spec,
     save_model_dir,
 )
+from sikap.quantize import attach_calibration
 from sikap.text import article_text
 from sikap.training.data import Record, fingerprint, load_records, split_train_dev
 from sikap.training.dataset import ArticleCollator, class_weights, encode_records, topic_pos_weight
@@ -390,6 +391,9 @@ def _finish(cfg, trainer, out, seconds, builder, tokenizer, meta, train_recs, de
             f"(lexical model: the rest; {blend['chosen_by']})"
         )
     dev_metrics, meta = tune_and_score(trainer.model, builder, meta, dev_recs, precision, lexical)
+    meta["int8_calibration"] = attach_calibration(
+        trainer.model, [article_text(r.title, r.text) for r in train_recs], builder, meta
+    )
     meta["precision_check"] = check_precisions(
         trainer.model, builder, meta, dev_recs, lexical, known={precision: dev_metrics}
     )
