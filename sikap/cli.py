@@ -125,7 +125,12 @@ def distill(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", file_okay=False, help="Student model directory.")],
     layers: Annotated[
-        int | None, typer.Option(min=1, help="Student encoder layers (default: a third of the teacher's).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Student encoder layers (default: a third of the teacher's; as many as the teacher for a "
+            "same-size student of a seed ensemble).",
+        ),
     ] = None,
     train_data: Annotated[
         Path | None,

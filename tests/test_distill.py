@@ -58,8 +58,9 @@ def test_pick_layers_evenly_spaced_first_and_last_kept():
     assert pick_layers(12, 4) == [0, 4, 7, 11]
     assert pick_layers(12, 6) == [0, 2, 4, 7, 9, 11]
     assert pick_layers(2, 1) == [1]
-    for bad in (0, 12, 13):
-        with pytest.raises(ValueError, match="1 to 11 layers"):
+    assert pick_layers(12, 12) == list(range(12))  # a same-size student (of an ensemble)
+    for bad in (0, 13):
+        with pytest.raises(ValueError, match="1 to 12 layers"):
             pick_layers(12, bad)
 
 

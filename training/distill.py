@@ -77,11 +77,14 @@ def default_layers(n_teacher: int) -> int:
 
 
 def pick_layers(n_teacher: int, n_student: int) -> list[int]:
-    """Evenly spaced teacher layers, first and last included (12 -> 4: [0, 4, 7, 11]); 1 -> the last."""
-    if not 1 <= n_student < n_teacher:
+    """Evenly spaced teacher layers, first and last included (12 -> 4: [0, 4, 7, 11]); 1 -> the last;
+    as many as the teacher -> all of them (a same-size student, e.g. of a seed ensemble: one model's cost)."""
+    if not 1 <= n_student <= n_teacher:
         raise ValueError(
-            f"--layers {n_student}: a student needs 1 to {n_teacher - 1} layers (the teacher has {n_teacher})"
+            f"--layers {n_student}: a student needs 1 to {n_teacher} layers (the teacher has {n_teacher})"
         )
+    if n_student == n_teacher:
+        return list(range(n_teacher))
     if n_student == 1:
         return [n_teacher - 1]
     return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
