@@ -219,13 +219,25 @@ def test_distill_without_any_dev_holds_out_teacher_labeled_articles(workspace, t
     assert "cannot be read" in res.output  # the note says why
 
 
-def test_distill_refuses_a_student_as_big_as_the_teacher(workspace, tmp_path):
+def test_distill_refuses_a_student_bigger_than_the_teacher(workspace, tmp_path):
     res = runner.invoke(
         app,
         ["distill", str(workspace / "teacher"), "--unlabeled", str(workspace / "unlabeled.jsonl"), "-o",
-         str(tmp_path / "s"), "--layers", "2", "--no-progress"],
+         str(tmp_path / "s"), "--layers", "3", "--no-progress"],
     )  # fmt: skip
-    assert res.exit_code == 1 and "1 to 1 layers" in res.output
+    assert res.exit_code == 1 and "1 to 2 layers" in res.output
+
+
+def test_distill_same_size_student_keeps_every_layer(workspace, tmp_path):
+    out = tmp_path / "s"
+    res = invoke(
+        "distill", workspace / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
+        "--layers", 2, "--set", "train.epochs=1", "--no-progress",
+    )  # fmt: skip
+    assert "distilled 2 -> 2 layers" in res.output
+    meta = json.loads((out / "sikap.json").read_text())
+    assert meta["distillation"]["student_layers"] == [0, 1]
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
 
 
 def test_lexical_part_and_blend_are_the_teachers(tiny_backbone, workspace, tmp_path):
