@@ -106,6 +106,10 @@ class PrecisionScores(_Meta):
     stance: float | None = Field(None, description="Dev stance macro-F1 at this precision.")
     loss: float | None = Field(None, description="Worst task's macro-F1 drop against fp32 (not for fp32).")
     error: str | None = Field(None, description="Why this precision could not be scored.")
+    keep_fp32: list[str] | None = Field(
+        None, description="int8 only: Linear layers (regexes) kept in fp32 because quantizing all lost too much."
+    )
+    all_layers_loss: float | None = Field(None, description="int8 only, with keep_fp32: the loss with all in int8.")
 
 
 class PrecisionCheckMeta(_Meta):

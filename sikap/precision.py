@@ -44,14 +44,15 @@ def choose_precision(meta: dict, requested: str = "auto", device: str = "cpu") -
             f"no native bf16 on this CPU, and int8 is unmeasured for this model ({why}); --precision int8 forces it",
         )
     n = check.get("dev_records", "?")
+    what = "int8 (FFN down-projections in fp32)" if int8.get("keep_fp32") else "int8"
     if loss <= MAX_LOSS:
         return PrecisionDecision(
             "int8",
-            f"no native bf16 on this CPU; int8 lost {loss:.3f} dev macro-F1 against fp32 "
+            f"no native bf16 on this CPU; {what} lost {loss:.3f} dev macro-F1 against fp32 "
             f"(<= {MAX_LOSS}, {n} dev records, checked at training time)",
         )
     return PrecisionDecision(
         "fp32",
-        f"no native bf16 on this CPU; int8 would lose {loss:.3f} dev macro-F1 against fp32 "
+        f"no native bf16 on this CPU; {what} would lose {loss:.3f} dev macro-F1 against fp32 "
         f"(> {MAX_LOSS}, {n} dev records, checked at training time)",
     )

@@ -118,7 +118,9 @@ class Predictor:
         self.device = device
         self.precision = resolve_precision(precision, device)
         if convert and self.precision == "int8":
-            self.model = model = quantize_int8(model)
+            # the layers the training-time precision check kept in fp32, if it needed to
+            keep = ((meta.get("precision_check") or {}).get("int8") or {}).get("keep_fp32") or ()
+            self.model = model = quantize_int8(model, keep_fp32=keep)
         elif convert and self.precision == "bf16":
             # bf16 weights: autocast alone re-casts every fp32 weight on every call, which
             # measured ~1.1x over fp32 here against ~1.5x for converted weights

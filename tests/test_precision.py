@@ -137,3 +137,51 @@ def test_a_process_restricted_to_avx2_kernels_has_no_native_bf16(monkeypatch):
     assert predict.cpu_supports_bf16()
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert not predict.cpu_supports_bf16()
+
+
+def test_int8_fallback_keeps_ffn_down_projections_in_fp32_when_all_int8_loses_too_much(monkeypatch):
+    """The training-time check tries int8 with the FFN down-projections in fp32 when all-int8 loses > 0.01,
+    records that variant when it loses less, and auto/classify then use it."""
+    from sikap.quantize import FFN_DOWN_FP32
+    from sikap.training import precision_check as pc
+
+    calls = []
+
+    def fake_score(model, builder, meta, dev, lexical, precision, keep_fp32=()):
+        calls.append((precision, tuple(keep_fp32)))
+        if precision == "int8":
+            return {"topics": 0.88 if not keep_fp32 else 0.895, "stance": 0.8}
+        return {"topics": 0.9, "stance": 0.8}
+
+    monkeypatch.setattr(pc, "_score", fake_score)
+    monkeypatch.setattr(pc.predict, "cpu_supports_bf16", lambda: False)
+    out = pc.check_precisions(None, None, {}, ["r"] * 5)
+    assert ("int8", tuple(FFN_DOWN_FP32)) in calls
+    assert out["int8"]["keep_fp32"] == list(FFN_DOWN_FP32)
+    assert out["int8"]["loss"] == pytest.approx(0.005) and out["int8"]["all_layers_loss"] == pytest.approx(0.02)
+    assert "FFN down-projections in fp32" in pc.describe(out)
+    monkeypatch.setattr(predict, "cpu_supports_bf16", lambda: False)
+    decision = choose_precision({"precision_check": out})
+    assert decision.precision == "int8" and "FFN down-projections in fp32" in decision.reason
+    # all-int8 within the limit: no fallback tried
+    calls.clear()
+    monkeypatch.setattr(pc, "_score", lambda *a, keep_fp32=(), **k: {"topics": 0.9, "stance": 0.8})
+    out = pc.check_precisions(None, None, {}, ["r"] * 5)
+    assert "keep_fp32" not in out["int8"]
+
+
+def test_predictor_int8_leaves_the_recorded_layers_in_fp32(model_dir):
+    import torch
+
+    from sikap.modeldir import load_model_dir
+    from sikap.quantize import FFN_DOWN_FP32
+
+    loaded = load_model_dir(model_dir)
+    meta = {**loaded.meta, "precision_check": {**loaded.meta["precision_check"]}}
+    meta["precision_check"]["int8"] = {**meta["precision_check"]["int8"], "keep_fp32": list(FFN_DOWN_FP32)}
+    pred = predict.Predictor(loaded.model, loaded.builder, meta, precision="int8", lexical=loaded.lexical)
+    kinds = {n: type(m) for n, m in pred.model.encoder.named_modules()}
+    down = [n for n in kinds if n.endswith("output.dense") and ".attention." not in n]
+    assert down and all(kinds[n] is torch.nn.Linear for n in down)  # kept fp32
+    up = [n for n in kinds if n.endswith("intermediate.dense")]
+    assert up and all(kinds[n] is not torch.nn.Linear for n in up)  # quantized (smoothed wrapper)

@@ -12,6 +12,8 @@ import copy
 from collections.abc import Sequence
 
 from sikap import predict
+from sikap.precision import MAX_LOSS
+from sikap.quantize import FFN_DOWN_FP32
 from sikap.training.data import Record
 
 TASKS = ("topics", "stance")
@@ -39,18 +41,35 @@ def check_precisions(model, builder, meta: dict, dev: Sequence[Record], lexical=
         except (RuntimeError, ValueError, NotImplementedError) as e:  # e.g. no quantized engine on this CPU
             out[precision] = {"error": f"{type(e).__name__}: {e}"[:300]}
             continue
-        drops = [base[k] - scores[k] for k in TASKS if k in base and k in scores]
-        out[precision] = {**scores, "loss": round(max(drops), 4) if drops else 0.0}
+        out[precision] = {**scores, "loss": _loss(base, scores)}
+        if precision == "int8" and out["int8"]["loss"] > MAX_LOSS:  # the fallback: FFN down-projections fp32
+            try:
+                kept = _score(model, builder, meta, dev, lexical, "int8", keep_fp32=FFN_DOWN_FP32)
+            except (RuntimeError, ValueError, NotImplementedError):
+                continue
+            if _loss(base, kept) < out["int8"]["loss"]:
+                all_layers = out["int8"]["loss"]
+                out["int8"] = {**kept, "loss": _loss(base, kept), "keep_fp32": list(FFN_DOWN_FP32)}
+                out["int8"]["all_layers_loss"] = all_layers
     return out
 
 
-def _score(model, builder, meta: dict, dev: Sequence[Record], lexical, precision: str) -> dict:
-    """Dev macro-F1 per task at ``precision``, on a CPU copy of the model (int8/bf16 convert in place)."""
+def _loss(base: dict, scores: dict) -> float:
+    drops = [base[k] - scores[k] for k in TASKS if k in base and k in scores]
+    return round(max(drops), 4) if drops else 0.0
+
+
+def _score(model, builder, meta: dict, dev: Sequence[Record], lexical, precision: str, keep_fp32=()) -> dict:
+    """Dev macro-F1 per task at ``precision``, on a CPU copy of the model (int8/bf16 convert in place;
+    int8 with the Linear layers ``keep_fp32`` names left in fp32)."""
     from sikap.predict import Predictor
+    from sikap.quantize import quantize_int8
     from sikap.training.evaluate import score_predictions
     from sikap.training.trainer import predict_records
 
     twin = copy.deepcopy(model).cpu().float().eval()
+    if precision == "int8":
+        twin, precision = quantize_int8(twin, keep_fp32=keep_fp32), "fp32"  # converted: run as is
     predictor = Predictor(twin, builder, meta, precision=precision, lexical=lexical)
     return _summary(score_predictions(meta, dev, predict_records(predictor, dev)))
 
@@ -67,7 +86,15 @@ def describe(check: dict | None) -> str:
     for p in ("int8", "bf16"):
         if p in check:
             c = check[p]
-            parts.append(f"{p} {c['error']}" if "error" in c else f"{p} {_fmt(c)} (loss {c['loss']:+.3f})")
+            if "error" in c:
+                parts.append(f"{p} {c['error']}")
+            elif c.get("keep_fp32"):
+                parts.append(
+                    f"int8 with the FFN down-projections in fp32 {_fmt(c)} (loss {c['loss']:+.3f}; all layers in "
+                    f"int8 lost {c['all_layers_loss']:+.3f})"
+                )
+            else:
+                parts.append(f"{p} {_fmt(c)} (loss {c['loss']:+.3f})")
     return f"precision check on {check['dev_records']} dev records (macro-F1): " + "; ".join(parts)
 
 
