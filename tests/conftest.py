@@ -143,16 +143,19 @@ def tiny_config_dict(backbone: Path, train: Path, dev: Path | None, out: Path, *
     }
 
 
-def train_small_model(backbone: Path, root: Path) -> Path:
-    """Train the suite's small classify model (30 synthetic records, 2 steps) under ``root``; its model dir."""
+def train_small_model(backbone: Path, root: Path, n: int = 30, seed: int = 4, max_steps: int = 2) -> Path:
+    """Train a small model with ``sikap train`` (``n`` synthetic records, ``max_steps`` steps) under ``root``;
+    its model dir. The defaults are the suite's small classify model. The CLI output is asserted to
+    report the training-time precision check."""
     import yaml
     from typer.testing import CliRunner
 
     from sikap.cli import app
 
-    write_jsonl(root / "train.jsonl", synthetic_records(30, seed=4))
-    cfg = tiny_config_dict(backbone, root / "train.jsonl", None, root / "run", max_steps=2)
+    write_jsonl(root / "train.jsonl", synthetic_records(n, seed=seed))
+    cfg = tiny_config_dict(backbone, root / "train.jsonl", None, root / "run", max_steps=max_steps)
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     res = CliRunner().invoke(app, ["train", str(root / "cfg.yaml"), "--no-progress"])
     assert res.exit_code == 0, res.output
+    assert "precision check on" in res.output
     return root / "run"

@@ -6,8 +6,7 @@ import json
 import shutil
 
 import pytest
-import yaml
-from conftest import synthetic_records, tiny_config_dict, write_jsonl
+from conftest import synthetic_records, train_small_model, write_jsonl
 from typer.testing import CliRunner
 
 from sikap import predict
@@ -19,14 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_backbone, tmp_path_factory):
-    root = tmp_path_factory.mktemp("precision")
-    write_jsonl(root / "train.jsonl", synthetic_records(40, seed=3))
-    cfg = tiny_config_dict(tiny_backbone, root / "train.jsonl", None, root / "run", max_steps=6)
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    res = runner.invoke(app, ["train", str(root / "cfg.yaml"), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    assert "precision check on" in res.output
-    return root / "run"
+    return train_small_model(tiny_backbone, tmp_path_factory.mktemp("precision"), n=40, seed=3, max_steps=6)
 
 
 def with_check(model_dir, tmp_path, check):

@@ -9,11 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import synthetic_records, tiny_config_dict, write_jsonl
+from conftest import synthetic_records, train_small_model
 from typer.testing import CliRunner
 
-from sikap.cli import app
 from sikap.modeldir import ModelDirError, load_model_dir
 from sikap.predict import Predictor
 from sikap.quantize import (
@@ -80,13 +78,7 @@ def test_keep_fp32_leaves_named_layers_unquantized():
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_backbone, tmp_path_factory):
-    root = tmp_path_factory.mktemp("quantize")
-    write_jsonl(root / "train.jsonl", synthetic_records(40, seed=3))
-    cfg = tiny_config_dict(tiny_backbone, root / "train.jsonl", None, root / "run", max_steps=6)
-    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    res = runner.invoke(app, ["train", str(root / "cfg.yaml"), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return root / "run"
+    return train_small_model(tiny_backbone, tmp_path_factory.mktemp("quantize"), n=40, seed=3, max_steps=6)
 
 
 def test_training_saves_calibration_for_every_encoder_linear(model_dir):
