@@ -313,3 +313,19 @@ def test_distill_augment_adds_stitched_pairs(workspace, tmp_path):
     meta = json.loads((out / "sikap.json").read_text())
     assert meta["distillation"]["stitched_pairs"] == 12
     assert meta["int8_calibration"]["articles"] > 0
+
+
+def test_distill_a_stance_only_teacher(tiny_backbone, workspace, tmp_path):
+    """No topics task (as CASA/HoASA): the student is made and saved (a lexical teacher, so the
+    dev-threshold branch that reads the topic settings runs)."""
+    cfg = tiny_config_dict(tiny_backbone, workspace / "train.jsonl", None, tmp_path / "teacher", max_steps=4)
+    del cfg["labels"]["topics"]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    invoke("train", tmp_path / "cfg.yaml", "--no-progress")
+    out = tmp_path / "s"
+    invoke(
+        "distill", tmp_path / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
+        "--train", workspace / "train.jsonl", "--set", "train.epochs=1", "--no-progress",
+    )  # fmt: skip
+    meta = json.loads((out / "sikap.json").read_text())
+    assert meta["topics"] is None and meta["stance"] and meta["dev_metrics"]["stance"]

@@ -447,7 +447,7 @@ def finish(
 
     precision = _precision(trainer)
     blend = meta.get("blend") or {}
-    if lexical_saw_dev and blend.get("topics", 1.0) >= 1.0 and meta.get("topics", {}).get("multi_label"):
+    if lexical_saw_dev and blend.get("topics", 1.0) >= 1.0 and (meta.get("topics") or {}).get("multi_label"):
         # the lexical model does not touch topics (encoder share 1), so topic thresholds tuned on the
         # dev records are not biased by its memory of them: tune them for the student
         _, tuned = tune_and_score(trainer.model, teacher.builder, meta, dev_recs, precision, teacher.lexical)
