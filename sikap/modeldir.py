@@ -166,6 +166,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
+@torch.no_grad()
+def round_to_saved_dtype(model: torch.nn.Module, dtype: str) -> None:
+    """Round ``model``'s floating-point weights in place to ``dtype`` (``save_dtype``) and back, so that
+    what is measured after training (blend, thresholds, temperatures, int8 calibration, the precision
+    check) is measured on the weights the model dir will hold. Saving then changes nothing more."""
+    target = getattr(torch, dtype)
+    if target == torch.float32:
+        return
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point() and t.dtype != target:
+            t.copy_(t.to(target).to(t.dtype))
+
+
 def save_model_dir(
     model: SikapModel, tokenizer, meta: dict[str, Any], out_dir: Path, dtype: str = "float32", lexical=None
 ):

@@ -122,3 +122,23 @@ def test_damaged_or_missing_calibration_is_a_model_dir_error(model_dir, tmp_path
     (out / INT8_CALIBRATION).unlink()
     with pytest.raises(ModelDirError, match="missing"):
         load_model_dir(out)
+
+
+def test_round_to_saved_dtype_is_the_saved_weights():
+    """After training, weights are rounded to save_dtype in place before anything is measured on them,
+    so dev scores, thresholds, calibration and the precision check describe the saved model."""
+    from sikap.modeldir import round_to_saved_dtype
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.LayerNorm(8))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    round_to_saved_dtype(m, "float16")
+    for k, v in m.state_dict().items():
+        assert v.dtype == torch.float32
+        torch.testing.assert_close(v, before[k].half().float(), rtol=0, atol=0)
+    assert any(not torch.equal(m.state_dict()[k], before[k]) for k in before)  # something was rounded
+    again = {k: v.clone() for k, v in m.state_dict().items()}
+    round_to_saved_dtype(m, "float16")  # idempotent: saving changes nothing more
+    assert all(torch.equal(m.state_dict()[k], again[k]) for k in again)
+    round_to_saved_dtype(m, "float32")
+    assert all(torch.equal(m.state_dict()[k], again[k]) for k in again)

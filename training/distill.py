@@ -35,7 +35,7 @@ from transformers import Trainer
 
 from sikap.config import Config, config_from_dict, config_to_dict
 from sikap.model import GENERIC_LOSS_WEIGHT, SikapModel
-from sikap.modeldir import LoadedModel, build_model, load_model_dir, save_model_dir
+from sikap.modeldir import LoadedModel, build_model, load_model_dir, round_to_saved_dtype, save_model_dir
 from sikap.quantize import attach_calibration
 from sikap.text import article_text
 from sikap.training.data import DataError, Record, fingerprint, load_records
@@ -339,6 +339,7 @@ def distill(
     out = trainer.train()
     seconds = time.perf_counter() - start
 
+    round_to_saved_dtype(trainer.model, cfg.model.save_dtype)  # measure what the model dir will hold
     lexical_saw_dev = teacher.lexical is not None and dev_source == TEACHER_DEV
     texts = [article_text(r.title, r.text) for r in labeled + articles]
     result = finish(trainer, teacher, teacher_pred, meta, dev_recs, lexical_saw_dev, log, texts)

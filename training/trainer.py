@@ -25,6 +25,7 @@ from sikap.modeldir import (
     load_tokenizer,
     meta_from_config,
     resolve_backbone_spec,
+    round_to_saved_dtype,
     save_model_dir,
 )
 from sikap.quantize import attach_calibration
@@ -367,6 +368,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
 def _finish(cfg, trainer, out, seconds, builder, tokenizer, meta, train_recs, dev_recs, data_info, log) -> TrainResult:
     """After training, on rank 0: lexical model and blend, dev scores and thresholds, the model directory."""
     precision = "bf16" if trainer.args.bf16 else "fp32"
+    round_to_saved_dtype(trainer.model, cfg.model.save_dtype)  # measure what the model dir will hold
     lexical = None
     if cfg.train.lexical:
         from sikap.training.lexical import fit_lexical
