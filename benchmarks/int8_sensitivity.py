@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sikap.quantize import FFN_DOWN_FP32
+
 GROUPS = {
     "attn-qkv": r"attention\.self\.(query|key|value)",
     "attn-out": r"attention\.output\.dense",
     "ffn-up": r"intermediate\.dense",
-    "ffn-down": r"layer\.\d+\.output\.dense",
+    "ffn-down": FFN_DOWN_FP32[0],  # the layers int8's fallback keeps in fp32
 }
 
 

@@ -228,12 +228,16 @@ def test_distill_refuses_a_student_bigger_than_the_teacher(workspace, tmp_path):
     assert res.exit_code == 1 and "1 to 2 layers" in res.output
 
 
+def quick_student(teacher, unlabeled, out, *options):
+    """`sikap distill` for one epoch with extra ``options``; the CLI result."""
+    return invoke(
+        "distill", teacher, "--unlabeled", unlabeled, "-o", out, *options, "--set", "train.epochs=1", "--no-progress"
+    )
+
+
 def test_distill_same_size_student_keeps_every_layer(workspace, tmp_path):
     out = tmp_path / "s"
-    res = invoke(
-        "distill", workspace / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
-        "--layers", 2, "--set", "train.epochs=1", "--no-progress",
-    )  # fmt: skip
+    res = quick_student(workspace / "teacher", workspace / "unlabeled.jsonl", out, "--layers", 2)
     assert "distilled 2 -> 2 layers" in res.output
     meta = json.loads((out / "sikap.json").read_text())
     assert meta["distillation"]["student_layers"] == [0, 1]
@@ -305,10 +309,7 @@ def test_stitched_pairs_join_two_distinct_articles_reproducibly():
 
 def test_distill_augment_adds_stitched_pairs(workspace, tmp_path):
     out = tmp_path / "student"
-    res = invoke(
-        "distill", workspace / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
-        "--augment", 12, "--set", "train.epochs=1", "--no-progress",
-    )  # fmt: skip
+    res = quick_student(workspace / "teacher", workspace / "unlabeled.jsonl", out, "--augment", 12)
     assert "+ 12 stitched pairs" in res.output
     meta = json.loads((out / "sikap.json").read_text())
     assert meta["distillation"]["stitched_pairs"] == 12
@@ -323,9 +324,6 @@ def test_distill_a_stance_only_teacher(tiny_backbone, workspace, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     invoke("train", tmp_path / "cfg.yaml", "--no-progress")
     out = tmp_path / "s"
-    invoke(
-        "distill", tmp_path / "teacher", "--unlabeled", workspace / "unlabeled.jsonl", "-o", out,
-        "--train", workspace / "train.jsonl", "--set", "train.epochs=1", "--no-progress",
-    )  # fmt: skip
+    quick_student(tmp_path / "teacher", workspace / "unlabeled.jsonl", out, "--train", workspace / "train.jsonl")
     meta = json.loads((out / "sikap.json").read_text())
     assert meta["topics"] is None and meta["stance"] and meta["dev_metrics"]["stance"]
